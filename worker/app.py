@@ -1,0 +1,174 @@
+"""The composition root: builds the real store, queue, LLM client and writer from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import structlog
+
+from worker import __version__, endpoints, metrics
+from worker.jobs import Status
+from worker.llm import LITELLM_VERSION, LLMClient, ModelCatalog
+from worker.queue import JobQueue
+from worker.runner import JobRunner, Timeouts
+from worker.settings import Settings
+from worker.store import ClaimRefused, JobStore
+from worker.supervisor import Mode, QueuePolicy, Supervisor
+from worker.writer import StreamWriter
+
+log = structlog.get_logger(__name__)
+
+# Outcomes that make `--drain`/`--once` exit non-zero.
+_BAD_OUTCOMES = frozenset({"failed", "poison", "missing", "lost", "crashed", "released"})
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Core:
+    store: JobStore
+    writer: StreamWriter
+    runner: JobRunner
+
+
+@contextlib.asynccontextmanager
+async def open_core(settings: Settings) -> AsyncIterator[Core]:
+    """Store, writer (with its flush task) and runner; closing flushes what is left."""
+    catalog = ModelCatalog.load(settings.models_file)
+    llm = LLMClient(catalog, allow_unlisted=settings.allow_unlisted_models)
+    store = await JobStore.connect(settings.database_url.get_secret_value())
+    writer = StreamWriter(
+        store,
+        flush_interval_s=settings.flush_interval_s,
+        flush_max_chars=settings.flush_max_chars,
+        content_refresh_s=settings.content_refresh_s,
+        lease_s=settings.lease_s,
+    )
+    runner = JobRunner(
+        store=store,
+        writer=writer,
+        llm=llm,
+        timeouts=Timeouts(
+            first_token_s=settings.first_token_timeout_s,
+            stall_s=settings.stall_timeout_s,
+            job_s=settings.job_timeout_s,
+        ),
+        provider_retries=settings.provider_retries,
+        max_attempts=settings.max_attempts,
+        lease_s=settings.lease_s,
+    )
+    metrics.BUILD_INFO.info({"version": __version__, "litellm_version": LITELLM_VERSION})
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            flushing = tasks.create_task(writer.run(), name="writer")
+            sweeping = tasks.create_task(_sweep_deltas(store, settings), name="delta-sweep")
+            try:
+                yield Core(store=store, writer=writer, runner=runner)
+            finally:
+                sweeping.cancel()
+                writer.close()
+                await flushing
+    finally:
+        await store.close()
+
+
+async def run_worker(settings: Settings, *, mode: Mode) -> int:
+    """`streaming-worker run` (with `--drain` or `--once`): the queue-driven daemon."""
+    async with (
+        open_core(settings) as core,
+        JobQueue.open(
+            settings.sqs_queue_url,
+            region=settings.aws_region,
+            endpoint_url=settings.sqs_endpoint_url,
+        ) as queue,
+    ):
+        supervisor = Supervisor(
+            queue=queue,
+            store=core.store,
+            runner=core.runner,
+            concurrency=settings.concurrency,
+            policy=QueuePolicy(
+                receive_wait_s=settings.receive_wait_s,
+                visibility_timeout_s=settings.visibility_timeout_s,
+                lease_s=settings.lease_s,
+            ),
+            shutdown_grace_s=settings.shutdown_grace_s,
+            mode=mode,
+        )
+        stall_limit_s = settings.receive_wait_s + 30.0
+        async with endpoints.serve(
+            port=settings.metrics_port,
+            is_alive=lambda: supervisor.is_alive(stall_limit_s),
+            probes={"postgres": core.store.ping, "sqs": queue.ping},
+            is_stopping=lambda: supervisor.stopping,
+        ):
+            with _on_signals(supervisor.stop):
+                log.info("worker_started", mode=mode.value, concurrency=settings.concurrency)
+                outcomes = await supervisor.run()
+    if mode is Mode.DAEMON:
+        return EXIT_OK
+    return _exit_code(outcomes)
+
+
+async def run_job(settings: Settings, job_id: uuid.UUID) -> int:
+    """`streaming-worker run --job-id`: one job straight from the table, no queue."""
+    structlog.contextvars.bind_contextvars(job_id=str(job_id))
+    async with open_core(settings) as core:
+        claim = await core.store.claim(job_id, message_id=None, lease_s=settings.lease_s)
+        if isinstance(claim, ClaimRefused):
+            return _refused_exit(claim)
+        task = asyncio.current_task()
+        assert task is not None
+        with _on_signals(task.cancel):
+            outcome = await core.runner.run(claim, message_id=None)
+    status = outcome.status
+    log.info("job_finished", status=None if status is None else status.value)
+    return _exit_code(Counter({"lost" if status is None else status.value: 1}))
+
+
+def _refused_exit(refusal: ClaimRefused) -> int:
+    if not refusal.exists:
+        log.error("job_not_found")
+        return EXIT_USAGE
+    if refusal.status is not None and refusal.status.is_terminal:
+        log.info("job_already_ended", status=refusal.status.value)
+        return (
+            EXIT_OK if refusal.status in (Status.COMPLETED, Status.CANCELLED) else EXIT_JOB_FAILED
+        )
+    log.error("job_running_elsewhere", lease_left_s=round(refusal.lease_left_s, 1))
+    return EXIT_JOB_FAILED
+
+
+def _exit_code(outcomes: Counter[str]) -> int:
+    return EXIT_JOB_FAILED if any(outcomes[name] for name in _BAD_OUTCOMES) else EXIT_OK
+
+
+async def _sweep_deltas(store: JobStore, settings: Settings) -> None:
+    """Delete ended jobs' deltas once `delta_retention_s` has passed (contract section 7)."""
+    while True:
+        try:
+            deleted = await store.purge_deltas(retention_s=settings.delta_retention_s)
+        except Exception as error:  # noqa: BLE001 (the next sweep tries again)
+            log.warning("delta_sweep_failed", error=str(error))
+        else:
+            if deleted:
+                log.info("deltas_purged", rows=deleted)
+        await asyncio.sleep(settings.delta_sweep_interval_s)
+
+
+@contextlib.contextmanager
+def _on_signals(handler: Callable[[], object]) -> Iterator[None]:
+    """SIGTERM (ECS) and SIGINT (Ctrl-C) call `handler`; it must only start the shutdown."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,248 @@
+"""Running one claimed job: request → model → stream (with retries and timeouts) → outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from worker import metrics
+from worker.errors import JobError, ProviderTimeout, RateLimited, StreamBroken, TransientError
+from worker.jobs import Claim, JobRequest, Outcome, Status, Usage, parse_request
+from worker.llm import LLMClient, StreamResult, Target
+from worker.store import ClaimRefused, JobStore
+from worker.writer import JobBuffer, JobStopped, StreamWriter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    first_token_s: float
+    stall_s: float
+    job_s: float
+
+
+class _TextArrived(Exception):
+    """Marks a transient failure after text: the attempt restarts instead of retrying."""
+
+    def __init__(self, cause: JobError) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+
+
+class JobRunner:
+    """Runs claimed jobs to an outcome, writing their text through the writer."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        writer: StreamWriter,
+        llm: LLMClient,
+        timeouts: Timeouts,
+        provider_retries: int,
+        max_attempts: int,
+        lease_s: float,
+    ) -> None:
+        self._store = store
+        self._writer = writer
+        self._llm = llm
+        self._timeouts = timeouts
+        self._provider_retries = provider_retries
+        self._max_attempts = max_attempts
+        self._lease_s = lease_s
+
+    async def run(self, claim: Claim, *, message_id: str | None) -> Outcome:
+        """Run the job; cancelling this coroutine hands the job back (status `pending`)."""
+        started = time.monotonic()
+        try:
+            request = parse_request(claim.request_data)
+            target = self._llm.resolve(request)
+        except JobError as error:
+            return await self._end(self._writer.open(claim), Outcome(Status.FAILED, error=error))
+        if request.ignored_options:
+            log.warning("options_ignored", options=list(request.ignored_options))
+        while True:
+            buffer = self._writer.open(claim)
+            try:
+                outcome = await self._attempt(buffer, target, request, started)
+            except _TextArrived as broken:
+                restarted = await self._restart(buffer, broken.cause, message_id=message_id)
+                if isinstance(restarted, Outcome):
+                    return restarted
+                claim = restarted
+                continue
+            except asyncio.CancelledError:
+                await self._writer.finish(buffer, Outcome(Status.PENDING))
+                raise
+            return await self._end(buffer, outcome)
+
+    async def _attempt(
+        self, buffer: JobBuffer, target: Target, request: JobRequest, started: float
+    ) -> Outcome:
+        parts: list[str] = []
+        try:
+            async with buffer.stoppable(), asyncio.timeout(self._timeouts.job_s):
+                result = await self._stream(buffer, target, request, parts)
+        except JobStopped as stopped:
+            if not stopped.cancelled:
+                return Outcome(None)
+            partial = self._llm.count_tokens(target, request, "".join(parts))
+            return Outcome(Status.CANCELLED, response_data=_partial_response(partial, target))
+        except TimeoutError:
+            return Outcome(
+                Status.FAILED,
+                error=ProviderTimeout(f"the job ran longer than {self._timeouts.job_s:g} s"),
+            )
+        except JobError as error:
+            return Outcome(Status.FAILED, error=error)
+        usage = result.usage or self._llm.count_tokens(target, request, "".join(parts))
+        result.usage = usage
+        return Outcome(
+            Status.COMPLETED,
+            response_data=self._response_data(result, target, started),
+        )
+
+    async def _stream(
+        self, buffer: JobBuffer, target: Target, request: JobRequest, parts: list[str]
+    ) -> StreamResult:
+        """One attempt's stream, retrying transient failures that come before any text."""
+        async for retry in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(self._provider_retries + 1),
+            wait=_wait_honouring_retry_after,
+            before_sleep=_log_retry,
+            reraise=True,
+        ):
+            with retry:
+                return await self._stream_once(buffer, target, request, parts)
+        raise AssertionError("unreachable: AsyncRetrying reraises the last error")
+
+    async def _stream_once(
+        self, buffer: JobBuffer, target: Target, request: JobRequest, parts: list[str]
+    ) -> StreamResult:
+        loop = asyncio.get_running_loop()
+        result = StreamResult(model=target.model)
+        stall_s = self._timeouts.stall_s
+        try:
+            async with asyncio.timeout(self._timeouts.first_token_s) as deadline:
+                async for text in self._llm.stream(target, request, result):
+                    if not parts:
+                        _first_token(result, target)
+                    parts.append(text)
+                    buffer.append(text)
+                    deadline.reschedule(loop.time() + stall_s)
+        except TimeoutError:
+            if parts:
+                raise _TextArrived(
+                    StreamBroken(f"the stream was silent for {stall_s:g} s")
+                ) from None
+            raise ProviderTimeout(
+                f"no first token within {self._timeouts.first_token_s:g} s"
+            ) from None
+        except TransientError as error:
+            if parts:
+                raise _TextArrived(error) from None
+            raise
+        return result
+
+    async def _restart(
+        self, buffer: JobBuffer, cause: JobError, *, message_id: str | None
+    ) -> Claim | Outcome:
+        """Start the job over from empty text (attempts + 1), or fail it at the limit."""
+        claim = buffer.claim
+        if claim.attempt >= self._max_attempts:
+            return await self._end(buffer, Outcome(Status.FAILED, error=cause))
+        self._writer.discard(buffer)
+        log.warning("attempt_restarted", attempt=claim.attempt, error=cause.message)
+        restarted = await self._store.claim(
+            claim.job_id, message_id=message_id, lease_s=self._lease_s, restart=claim.lease
+        )
+        if isinstance(restarted, ClaimRefused):
+            return Outcome(restarted.status if restarted.status is Status.CANCELLED else None)
+        return restarted
+
+    async def _end(self, buffer: JobBuffer, outcome: Outcome) -> Outcome:
+        """Write the outcome; a row the app cancelled meanwhile keeps `cancelled`."""
+        if outcome.status is None:
+            self._writer.discard(buffer)
+            return outcome
+        if outcome.status is not Status.CANCELLED:
+            result = await self._writer.finish(buffer, outcome)
+            if result.applied:
+                return outcome
+            if not result.cancelled:
+                return Outcome(None)
+        self._writer.discard(buffer)
+        response_data = outcome.response_data or {"finish_reason": "cancelled"}
+        await self._writer.settle_cancelled(buffer, response_data)
+        return Outcome(Status.CANCELLED, response_data=response_data)
+
+    def _response_data(
+        self, result: StreamResult, target: Target, started: float
+    ) -> dict[str, Any]:
+        usage = result.usage
+        first = result.first_token_at
+        return {
+            "model": result.model,
+            "provider": result.provider,
+            "finish_reason": result.finish_reason,
+            "usage": None
+            if usage is None
+            else {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+            "cost_usd": self._llm.cost_usd(result, target),
+            "ttft_ms": None if first is None else round((first - result.started_at) * 1000),
+            "duration_ms": round((time.monotonic() - started) * 1000),
+        }
+
+
+def _partial_response(usage: Usage, target: Target) -> dict[str, Any]:
+    return {
+        "model": target.model,
+        "provider": None,
+        "finish_reason": "cancelled",
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+        "cost_usd": None,
+    }
+
+
+def _first_token(result: StreamResult, target: Target) -> None:
+    result.first_token_at = time.monotonic()
+    metrics.TIME_TO_FIRST_TOKEN.labels(target.model).observe(
+        result.first_token_at - result.started_at
+    )
+    log.info("first_token")
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, TransientError)
+
+
+_backoff = wait_exponential_jitter(initial=0.5, max=20, jitter=0.5)
+
+
+def _wait_honouring_retry_after(state: RetryCallState) -> float:
+    error = state.outcome.exception() if state.outcome is not None else None
+    retry_after = error.retry_after_s if isinstance(error, RateLimited) else None
+    return max(_backoff(state), retry_after or 0.0)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    code = error.code.value if isinstance(error, JobError) else "internal"
+    metrics.PROVIDER_RETRIES.labels(code).inc()
+    log.warning("provider_retry", retry=state.attempt_number, error_code=code)

@@ -1,0 +1,357 @@
+"""PostgreSQL: the schema, claims and the batched, fenced writes. The only module using asyncpg."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from worker.jobs import Claim, Status
+
+_CONNECT_TIMEOUT_S = 10.0
+_STATEMENT_TIMEOUT_S = 30.0
+
+# Serialises concurrent `migrate` runs (several workers starting at once).
+_MIGRATION_LOCK_ID = 0x5357_4D49  # "SWMI"
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS ai_streaming_jobs (
+        id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+        user_id text,
+        conversation_id text,
+        status text NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'processing', 'streaming',
+                              'completed', 'failed', 'cancelled')),
+        request_data jsonb NOT NULL,
+        partial_content text NOT NULL DEFAULT '',
+        response_data jsonb,
+        error_message text,
+        error_code text,
+        attempts integer NOT NULL DEFAULT 0,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        started_at timestamptz,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        completed_at timestamptz
+    );
+    ALTER TABLE ai_streaming_jobs
+        ADD COLUMN IF NOT EXISTS lease_token uuid,
+        ADD COLUMN IF NOT EXISTS lease_message_id text,
+        ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz,
+        ADD COLUMN IF NOT EXISTS delta_seq integer NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS ai_streaming_jobs_active_lease
+        ON ai_streaming_jobs (lease_expires_at) WHERE status IN ('processing', 'streaming');
+    CREATE INDEX IF NOT EXISTS ai_streaming_jobs_completed_at
+        ON ai_streaming_jobs (completed_at) WHERE completed_at IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS ai_streaming_job_deltas (
+        job_id uuid NOT NULL,
+        attempt integer NOT NULL,
+        seq integer NOT NULL,
+        content text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (job_id, attempt, seq)
+    );
+    """,
+)
+
+_CLAIM = """
+UPDATE ai_streaming_jobs
+SET status = 'processing', attempts = attempts + 1, partial_content = '', delta_seq = 0,
+    lease_token = $2, lease_message_id = $3, lease_expires_at = now() + make_interval(secs => $4),
+    started_at = coalesce(started_at, now()), updated_at = now(),
+    response_data = NULL, error_code = NULL, error_message = NULL, completed_at = NULL
+WHERE id = $1
+  AND (status = 'pending'
+       OR (status IN ('processing', 'streaming')
+           AND (lease_expires_at < now() OR lease_token = $5)))
+RETURNING attempts, request_data::text
+"""
+
+_INSPECT = """
+SELECT status, lease_message_id,
+       greatest(extract(epoch FROM lease_expires_at - now()), 0)::float8 AS lease_left_s
+FROM ai_streaming_jobs WHERE id = $1
+"""
+
+# One statement per flush for every job at once. The update is fenced by the lease and by
+# the last committed delta seq, so a batch retried after an ambiguous failure applies at
+# most once; the final SELECT reports each job's state *before* the statement, which tells
+# "already applied" from "cancelled by the app" from "claimed by another worker".
+_FLUSH = """
+WITH batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::int[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::float8[])
+        AS b(id, lease, attempt, prev_seq, new_seq, delta, refresh, status,
+             response_data, error_code, error_message, lease_s)
+),
+before AS (
+    SELECT j.id, j.status, j.lease_token, j.delta_seq
+    FROM ai_streaming_jobs j JOIN batch b ON b.id = j.id
+),
+updated AS (
+    UPDATE ai_streaming_jobs j
+    SET status = coalesce(b.status, CASE WHEN b.new_seq > 0 THEN 'streaming' ELSE j.status END),
+        partial_content = CASE WHEN b.refresh IS NULL THEN j.partial_content
+                               ELSE j.partial_content || b.refresh END,
+        delta_seq = b.new_seq,
+        updated_at = CASE WHEN b.new_seq > b.prev_seq OR b.status IS NOT NULL
+                          THEN now() ELSE j.updated_at END,
+        lease_expires_at = now() + make_interval(secs => b.lease_s),
+        response_data = coalesce(b.response_data::jsonb, j.response_data),
+        error_code = coalesce(b.error_code, j.error_code),
+        error_message = coalesce(b.error_message, j.error_message),
+        completed_at = CASE WHEN b.status IN ('completed', 'failed') THEN now()
+                            ELSE j.completed_at END
+    FROM batch b
+    WHERE j.id = b.id AND j.lease_token = b.lease AND j.delta_seq = b.prev_seq
+      AND j.status IN ('processing', 'streaming')
+    RETURNING j.id
+),
+inserted AS (
+    INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content)
+    SELECT b.id, b.attempt, b.new_seq, b.delta
+    FROM batch b JOIN updated u ON u.id = b.id
+    WHERE b.new_seq > b.prev_seq
+)
+SELECT b.id, u.id IS NOT NULL AS applied, f.status, f.lease_token = b.lease AS owned,
+       f.delta_seq
+FROM batch b LEFT JOIN before f ON f.id = b.id LEFT JOIN updated u ON u.id = b.id
+"""
+
+# A cancelled row keeps its status and text; the worker only fills in what the app left empty.
+_SETTLE_CANCELLED = """
+UPDATE ai_streaming_jobs
+SET completed_at = coalesce(completed_at, now()),
+    response_data = coalesce(response_data, $3::jsonb)
+WHERE id = $1 AND lease_token = $2 AND status = 'cancelled'
+"""
+
+_PURGE_DELTAS = """
+DELETE FROM ai_streaming_job_deltas d
+USING ai_streaming_jobs j
+WHERE d.job_id = j.id AND j.completed_at < now() - make_interval(secs => $1)
+"""
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or dropped the connection; safe to retry."""
+
+
+# What a lost connection, a restart or an administrator's terminate looks like to asyncpg.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRefused:
+    """Why a job could not be claimed: no row, already ended, or leased to a live attempt."""
+
+    exists: bool
+    status: Status | None = None
+    lease_left_s: float = 0.0
+    leased_by_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlushItem:
+    """One job's share of a flush. `new_seq > prev_seq` when it carries a delta."""
+
+    job_id: uuid.UUID
+    lease: uuid.UUID
+    attempt: int
+    prev_seq: int
+    delta: str
+    refresh: str | None
+    status: Status | None
+    response_data: dict[str, Any] | None
+    error_code: str | None
+    error_message: str | None
+    lease_s: float
+
+    @property
+    def new_seq(self) -> int:
+        return self.prev_seq + 1 if self.delta else self.prev_seq
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What the database said about one item: `applied`, or the row's state that refused it."""
+
+    job_id: uuid.UUID
+    applied: bool
+    status: Status | None
+    owned: bool
+
+    @property
+    def cancelled(self) -> bool:
+        return not self.applied and self.owned and self.status is Status.CANCELLED
+
+
+class JobStore:
+    """Claims jobs (pooled connections) and writes flushes (one dedicated connection)."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._writer_conn: asyncpg.Connection | None = None
+
+    @classmethod
+    async def connect(cls, dsn: str, *, pool_size: int = 4) -> JobStore:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size)
+        return cls(pool, dsn)
+
+    async def close(self) -> None:
+        if self._writer_conn is not None:
+            await self._writer_conn.close(timeout=5)
+            self._writer_conn = None
+        await self._pool.close()
+
+    async def migrate(self) -> int:
+        """Apply pending migrations; returns how many ran. Safe to run concurrently."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_ID)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS ai_streaming_worker_migrations"
+                " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) FROM ai_streaming_worker_migrations"
+            )
+            for version, sql in enumerate(MIGRATIONS[done:], start=done + 1):
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO ai_streaming_worker_migrations (version) VALUES ($1)", version
+                )
+            return len(MIGRATIONS) - int(done)
+
+    async def ping(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def claim(
+        self,
+        job_id: uuid.UUID,
+        *,
+        message_id: str | None,
+        lease_s: float,
+        restart: uuid.UUID | None = None,
+    ) -> Claim | ClaimRefused:
+        """Start a new attempt (attempts + 1, text reset) unless the job is ended or leased.
+
+        `restart` is the lease of this worker's own broken attempt, which it may take over.
+        """
+        lease = uuid.uuid4()
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(_CLAIM, job_id, lease, message_id, lease_s, restart)
+            if row is not None:
+                return Claim(
+                    job_id=job_id,
+                    attempt=row["attempts"],
+                    lease=lease,
+                    request_data=json.loads(row["request_data"]),
+                )
+            state = await conn.fetchrow(_INSPECT, job_id)
+        if state is None:
+            return ClaimRefused(exists=False)
+        return ClaimRefused(
+            exists=True,
+            status=Status(state["status"]),
+            lease_left_s=state["lease_left_s"] or 0.0,
+            leased_by_message=state["lease_message_id"],
+        )
+
+    async def status(self, job_id: uuid.UUID) -> Status | None:
+        async with self._pool.acquire() as conn:
+            value = await conn.fetchval(
+                "SELECT status FROM ai_streaming_jobs WHERE id = $1", job_id
+            )
+        return None if value is None else Status(value)
+
+    async def write_flush(self, items: Sequence[FlushItem]) -> list[FlushResult]:
+        """Commit one flush for all jobs in a single statement; retry-safe as a whole."""
+        async with self._writer_connection() as conn:
+            rows = await conn.fetch(
+                _FLUSH,
+                [item.job_id for item in items],
+                [item.lease for item in items],
+                [item.attempt for item in items],
+                [item.prev_seq for item in items],
+                [item.new_seq for item in items],
+                [item.delta for item in items],
+                [item.refresh for item in items],
+                [None if item.status is None else item.status.value for item in items],
+                [_json_or_none(item.response_data) for item in items],
+                [item.error_code for item in items],
+                [item.error_message for item in items],
+                [item.lease_s for item in items],
+                timeout=_STATEMENT_TIMEOUT_S,
+            )
+        by_id = {item.job_id: item for item in items}
+        return [_flush_result(row, by_id[row["id"]]) for row in rows]
+
+    async def settle_cancelled(
+        self, job_id: uuid.UUID, lease: uuid.UUID, response_data: dict[str, Any]
+    ) -> None:
+        async with self._writer_connection() as conn:
+            await conn.execute(
+                _SETTLE_CANCELLED,
+                job_id,
+                lease,
+                json.dumps(response_data),
+                timeout=_STATEMENT_TIMEOUT_S,
+            )
+
+    async def purge_deltas(self, *, retention_s: float) -> int:
+        async with self._pool.acquire() as conn:
+            result = await conn.execute(_PURGE_DELTAS, retention_s)
+        return int(result.split()[-1])
+
+    @contextlib.asynccontextmanager
+    async def _writer_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """The writer's own connection; a failure drops it and surfaces as StoreUnavailable.
+
+        Dedicated rather than pooled: a pool runs four reset statements on every release,
+        which would be four extra round trips on every flush.
+        """
+        try:
+            if self._writer_conn is None or self._writer_conn.is_closed():
+                self._writer_conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT_S)
+            yield self._writer_conn
+        except _CONNECTION_ERRORS as exc:
+            conn, self._writer_conn = self._writer_conn, None
+            if conn is not None:
+                conn.terminate()
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _json_or_none(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _flush_result(row: asyncpg.Record, item: FlushItem) -> FlushResult:
+    status = None if row["status"] is None else Status(row["status"])
+    owned = bool(row["owned"])
+    applied = bool(row["applied"]) or (
+        # The same batch committed before and this is its retry: the row already shows it.
+        owned
+        and row["delta_seq"] == item.new_seq
+        and (status is item.status or (item.status is None and not _ended(status)))
+    )
+    return FlushResult(job_id=item.job_id, applied=applied, status=status, owned=owned)
+
+
+def _ended(status: Status | None) -> bool:
+    return status is None or status.is_terminal

@@ -1,0 +1,283 @@
+"""The supervisor: receives as many messages as it has free slots and runs each job to its end.
+
+Shutdown is one event. After it: the long poll is aborted, running jobs get the grace period,
+then the rest are handed back (row to `pending`, message visible at once) for another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from worker import metrics
+from worker.jobs import Delivery, Outcome, Status
+from worker.queue import JobQueue, QueueUnavailable
+from worker.runner import JobRunner
+from worker.store import ClaimRefused, JobStore
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+# How long a job that outlived the grace period may take to hand itself back.
+RELEASE_DEADLINE_S = 4.0
+DRAIN_POLL_S = 1
+
+
+class Mode(StrEnum):
+    DAEMON = "daemon"  # until SIGTERM/SIGINT
+    DRAIN = "drain"  # until the queue is empty and nothing is running
+    ONCE = "once"  # at most one message
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    receive_wait_s: int
+    visibility_timeout_s: int
+    lease_s: float
+
+
+class Supervisor:
+    """Owns the receive loop, the running jobs' tasks and their visibility heartbeat."""
+
+    def __init__(
+        self,
+        *,
+        queue: JobQueue,
+        store: JobStore,
+        runner: JobRunner,
+        concurrency: int,
+        policy: QueuePolicy,
+        shutdown_grace_s: float,
+        mode: Mode = Mode.DAEMON,
+    ) -> None:
+        self._queue = queue
+        self._store = store
+        self._runner = runner
+        self._concurrency = concurrency
+        self._policy = policy
+        self._grace_s = shutdown_grace_s
+        self._mode = mode
+        self._running: dict[asyncio.Task[None], Delivery] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.outcomes: Counter[str] = Counter()
+        self.last_progress = time.monotonic()
+        metrics.CONCURRENCY_LIMIT.set(concurrency)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def is_alive(self, stall_limit_s: float) -> bool:
+        """The receive loop went round recently, or is rightly waiting for a free slot."""
+        full = len(self._running) >= self._concurrency
+        return full or time.monotonic() - self.last_progress < stall_limit_s
+
+    def stop(self) -> None:
+        """Begin shutdown; safe to call from a signal handler and more than once."""
+        self._stopping.set()
+
+    async def run(self) -> Counter[str]:
+        """Receive and run jobs until the mode's end or `stop()`; returns outcome counts."""
+        async with asyncio.TaskGroup() as housekeeping:
+            heartbeat = housekeeping.create_task(self._extend_visibility())
+            await self._receive_loop()
+            await self._finish_running()
+            heartbeat.cancel()
+        log.info("shutdown_complete", mode=self._mode.value, **self.outcomes)
+        return self.outcomes
+
+    async def _receive_loop(self) -> None:
+        while not self.stopping:
+            free = await self._until_stopped(self._free_slots())
+            if free is None:
+                return
+            self.last_progress = time.monotonic()
+            deliveries = await self._until_stopped(self._receive(free))
+            if deliveries is None:
+                return
+            for delivery in deliveries:
+                self._start(delivery)
+            if self._mode is Mode.ONCE or (
+                self._mode is Mode.DRAIN and not deliveries and not self._running
+            ):
+                return
+
+    async def _free_slots(self) -> int:
+        while len(self._running) >= self._concurrency:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        return self._concurrency - len(self._running)
+
+    async def _receive(self, free: int) -> list[Delivery]:
+        """Receive, backing off while SQS is unreachable or throttling (running jobs go on)."""
+        wanted = 1 if self._mode is Mode.ONCE else free
+        # Draining, short polls: the queue counts as empty after one that finds nothing.
+        wait_s = self._policy.receive_wait_s
+        if self._mode is Mode.DRAIN:
+            wait_s = min(wait_s, DRAIN_POLL_S)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(QueueUnavailable),
+            wait=wait_exponential_jitter(initial=1, max=30),
+            before_sleep=_log_receive_retry,
+        ):
+            with attempt:
+                return await self._queue.receive(
+                    wanted, wait_s=wait_s, visibility_timeout_s=self._policy.visibility_timeout_s
+                )
+        raise AssertionError("unreachable: retries until SQS answers or shutdown cancels")
+
+    def _start(self, delivery: Delivery) -> None:
+        task = asyncio.create_task(self._handle(delivery), name=f"job-{delivery.message_id}")
+        self._running[task] = delivery
+        metrics.JOBS_IN_FLIGHT.set(len(self._running))
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        metrics.JOBS_IN_FLIGHT.set(len(self._running))
+        self._slot_freed.set()
+
+    async def _finish_running(self) -> None:
+        """Wait for running jobs; once stopping, only for the grace period, then hand back."""
+        if not self._running:
+            return
+        if not self.stopping:
+            await self._until_stopped(asyncio.wait(list(self._running)))
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=self._grace_s)
+        for task in self._running:
+            task.cancel()
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=RELEASE_DEADLINE_S)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        structlog.contextvars.bind_contextvars(
+            message_id=delivery.message_id,
+            receive_count=delivery.receive_count,
+            job_id=None if delivery.job_id is None else str(delivery.job_id),
+        )
+        try:
+            self.outcomes[await self._process(delivery)] += 1
+        except asyncio.CancelledError:
+            self.outcomes["released"] += 1
+            await self._settle_message(self._queue.set_visibility(delivery, seconds=0))
+            log.info("job_released")
+            raise
+        except Exception:
+            # A bug must not take the daemon down; the message comes back for another try.
+            self.outcomes["crashed"] += 1
+            log.exception("job_crashed")
+
+    async def _process(self, delivery: Delivery) -> str:
+        """Claim and run the job a message names; returns the outcome's name for counting."""
+        if delivery.job_id is None:
+            metrics.POISON_MESSAGES.labels(delivery.poison_reason or "unknown").inc()
+            log.warning("poison_message", reason=delivery.poison_reason)
+            await self._settle_message(self._queue.delete(delivery))
+            return "poison"
+        claim = await self._store.claim(
+            delivery.job_id, message_id=delivery.message_id, lease_s=self._policy.lease_s
+        )
+        if isinstance(claim, ClaimRefused):
+            return await self._refused(delivery, claim)
+        log.info("job_claimed", attempt=claim.attempt, queue_wait_s=_queue_wait_s(delivery))
+        outcome = await self._runner.run(claim, message_id=delivery.message_id)
+        return await self._after(delivery, outcome)
+
+    async def _refused(self, delivery: Delivery, refusal: ClaimRefused) -> str:
+        if not refusal.exists:
+            # The row may still be committing: try again soon, until the redrive policy gives up.
+            seconds = min(5 * delivery.receive_count, 60)
+            metrics.MESSAGES_DEFERRED.labels("no_row").inc()
+            log.info("job_row_missing", retry_in_s=seconds)
+            await self._settle_message(self._queue.set_visibility(delivery, seconds=seconds))
+            return "missing"
+        if refusal.status is not None and refusal.status.is_terminal:
+            log.info("job_already_ended", status=refusal.status.value)
+            await self._settle_message(self._queue.delete(delivery))
+            return refusal.status.value
+        if refusal.leased_by_message == delivery.message_id:
+            # Our own message came back while its attempt's lease still runs: that worker
+            # may be dead, so look again once the lease has expired.
+            seconds = int(refusal.lease_left_s) + 1
+            metrics.MESSAGES_DEFERRED.labels("lease_held").inc()
+            await self._settle_message(self._queue.set_visibility(delivery, seconds=seconds))
+            return "deferred"
+        log.info("duplicate_delivery")
+        await self._settle_message(self._queue.delete(delivery))
+        return "duplicate"
+
+    async def _after(self, delivery: Delivery, outcome: Outcome) -> str:
+        if outcome.status is None:
+            log.warning("lease_lost")
+            return "lost"
+        if outcome.status.is_terminal:
+            await self._settle_message(self._queue.delete(delivery))
+        elif outcome.status is Status.PENDING:
+            await self._settle_message(self._queue.set_visibility(delivery, seconds=0))
+        error = outcome.error
+        log.info(
+            "job_finished",
+            status=outcome.status.value,
+            error_code=None if error is None else error.code.value,
+        )
+        return outcome.status.value
+
+    async def _settle_message(self, call: Awaitable[None]) -> None:
+        # The row is the truth: a failed delete only means the message comes back and is
+        # then recognised as ended.
+        try:
+            await call
+        except QueueUnavailable as error:
+            log.warning("message_settle_failed", error=str(error))
+
+    async def _extend_visibility(self) -> None:
+        """Keep running jobs' messages invisible while they run (one batch call per tick)."""
+        period_s = self._policy.visibility_timeout_s / 3
+        while True:
+            await asyncio.sleep(period_s)
+            deliveries = list(self._running.values())
+            if deliveries:
+                with contextlib.suppress(QueueUnavailable):
+                    await self._queue.extend(deliveries, seconds=self._policy.visibility_timeout_s)
+
+    async def _until_stopped(self, work: Awaitable[T]) -> T | None:
+        """Await `work` unless shutdown begins first, in which case cancel it and return None."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+
+
+def _log_receive_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning("receive_failed", error=str(error), failures=state.attempt_number)
+
+
+def _queue_wait_s(delivery: Delivery) -> float | None:
+    if delivery.sent_at_s is None:
+        return None
+    return round(max(time.time() - delivery.sent_at_s, 0.0), 3)

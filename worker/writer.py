@@ -1,0 +1,250 @@
+"""The debounced writer: collects the new text of every running job and commits it in batches.
+
+Appending never awaits the database. One task flushes every `flush_interval_s` (or sooner
+when a job's buffer passes `flush_max_chars`) with one statement for all jobs; a flush that
+fails is retried as the very same batch, which the store's fencing makes exactly-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from worker import metrics
+from worker.jobs import Claim, Outcome
+from worker.store import FlushItem, FlushResult, JobStore, StoreUnavailable
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class JobStopped(Exception):
+    """The row says stop: the app cancelled the job, or another attempt took it over."""
+
+    def __init__(self, refusal: FlushResult) -> None:
+        self.cancelled = refusal.cancelled
+        super().__init__("cancelled by the app" if self.cancelled else "lease lost")
+
+
+@dataclass(eq=False)
+class JobBuffer:
+    """One attempt's text on its way to the database; only the job's own task appends."""
+
+    claim: Claim
+    max_chars: int
+    wake_writer: Callable[[], None]
+    seq: int = 0
+    pending: list[str] = field(default_factory=list)
+    pending_chars: int = 0
+    pending_since: float | None = None
+    unrefreshed: list[str] = field(default_factory=list)
+    unrefreshed_since: float | None = None
+    last_write: float = field(default_factory=time.monotonic)
+    outcome: Outcome | None = None
+    finished: asyncio.Future[FlushResult] | None = None
+    refusal: FlushResult | None = None
+    _task: asyncio.Task[Any] | None = None
+    _cancelling: bool = False
+
+    def append(self, text: str) -> None:
+        if not text:
+            return
+        if self.pending_since is None:
+            self.pending_since = time.monotonic()
+        self.pending.append(text)
+        self.pending_chars += len(text)
+        if self.pending_chars >= self.max_chars:
+            self.wake_writer()
+
+    @contextlib.asynccontextmanager
+    async def stoppable(self) -> AsyncIterator[None]:
+        """Run a block the row can stop: its cancellation by the writer becomes JobStopped."""
+        self._task = asyncio.current_task()
+        try:
+            if self.refusal is not None:
+                raise JobStopped(self.refusal)
+            yield
+        except asyncio.CancelledError:
+            if self._cancelling and self._task is not None and self._task.uncancel() == 0:
+                assert self.refusal is not None
+                raise JobStopped(self.refusal) from None
+            raise
+        finally:
+            self._task = None
+
+    def refuse(self, refusal: FlushResult) -> None:
+        """The database refused a write: stop the job's block and release `finish` waiters."""
+        if self.refusal is not None:
+            return
+        self.refusal = refusal
+        if self._task is not None:
+            self._cancelling = True
+            self._task.cancel()
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(refusal)
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    buffer: JobBuffer
+    item: FlushItem
+    text_since: float | None
+
+
+class StreamWriter:
+    """Owns every running job's buffer and the single task that flushes them."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        flush_interval_s: float,
+        flush_max_chars: int,
+        content_refresh_s: float,
+        lease_s: float,
+    ) -> None:
+        self._store = store
+        self._interval_s = flush_interval_s
+        self._max_chars = flush_max_chars
+        self._refresh_s = content_refresh_s
+        self._lease_s = lease_s
+        self._buffers: dict[uuid.UUID, JobBuffer] = {}
+        self._wake = asyncio.Event()
+        self._closing = False
+
+    def open(self, claim: Claim) -> JobBuffer:
+        buffer = JobBuffer(claim=claim, max_chars=self._max_chars, wake_writer=self._wake.set)
+        self._buffers[claim.job_id] = buffer
+        return buffer
+
+    async def finish(self, buffer: JobBuffer, outcome: Outcome) -> FlushResult:
+        """Queue the attempt's last write (text, status, response) and wait for its commit."""
+        if buffer.refusal is not None:
+            return buffer.refusal
+        buffer.outcome = outcome
+        buffer.finished = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(buffer.finished)
+
+    async def settle_cancelled(self, buffer: JobBuffer, response_data: dict[str, Any]) -> None:
+        claim = buffer.claim
+        await self._retrying(
+            lambda: self._store.settle_cancelled(claim.job_id, claim.lease, response_data)
+        )
+
+    def discard(self, buffer: JobBuffer) -> None:
+        self._buffers.pop(buffer.claim.job_id, None)
+
+    async def run(self) -> None:
+        """Flush until `close()`; the flush after it writes whatever is left."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            closing = self._closing
+            await self.flush()
+            if closing:
+                return
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    async def flush(self) -> None:
+        now = time.monotonic()
+        batch = [
+            self._take(buffer, now) for buffer in self._buffers.values() if self._due(buffer, now)
+        ]
+        if not batch:
+            return
+        started = time.perf_counter()
+        results = await self._retrying(
+            lambda: self._store.write_flush([taken.item for taken in batch])
+        )
+        metrics.observe_flush(seconds=time.perf_counter() - started, rows=len(batch))
+        committed = time.monotonic()
+        for taken, result in zip(batch, results, strict=True):
+            self._settle(taken, result, committed)
+
+    def _due(self, buffer: JobBuffer, now: float) -> bool:
+        return (
+            buffer.pending_chars > 0
+            or buffer.outcome is not None
+            or now - buffer.last_write >= self._lease_s / 3
+        )
+
+    def _take(self, buffer: JobBuffer, now: float) -> _Taken:
+        delta = "".join(buffer.pending)
+        text_since = buffer.pending_since
+        if delta and buffer.unrefreshed_since is None:
+            buffer.unrefreshed_since = text_since
+        outcome = buffer.outcome
+        refresh = None
+        if outcome is not None or self._refresh_due(buffer, now):
+            refresh = "".join(buffer.unrefreshed) + delta
+        buffer.pending, buffer.pending_chars, buffer.pending_since = [], 0, None
+        error = None if outcome is None else outcome.error
+        item = FlushItem(
+            job_id=buffer.claim.job_id,
+            lease=buffer.claim.lease,
+            attempt=buffer.claim.attempt,
+            prev_seq=buffer.seq,
+            delta=delta,
+            refresh=refresh,
+            status=None if outcome is None else outcome.status,
+            response_data=None if outcome is None else outcome.response_data,
+            error_code=None if error is None else error.code.value,
+            error_message=None if error is None else error.message,
+            lease_s=self._lease_s,
+        )
+        return _Taken(buffer=buffer, item=item, text_since=text_since)
+
+    def _refresh_due(self, buffer: JobBuffer, now: float) -> bool:
+        # Refresh now if waiting for the next flush would leave the oldest text missing from
+        # `partial_content` staler than `content_refresh_s`.
+        since = buffer.unrefreshed_since
+        return since is not None and now + self._interval_s >= since + self._refresh_s
+
+    def _settle(self, taken: _Taken, result: FlushResult, committed: float) -> None:
+        buffer, item = taken.buffer, taken.item
+        if not result.applied:
+            self._buffers.pop(buffer.claim.job_id, None)
+            buffer.refuse(result)
+            return
+        buffer.seq = item.new_seq
+        buffer.last_write = committed
+        if taken.text_since is not None:
+            metrics.observe_visibility_lag(committed - taken.text_since)
+        if item.refresh is not None:
+            buffer.unrefreshed.clear()
+            buffer.unrefreshed_since = None
+        elif item.delta:
+            buffer.unrefreshed.append(item.delta)
+        if item.status is not None:
+            self._buffers.pop(buffer.claim.job_id, None)
+            if buffer.finished is not None and not buffer.finished.done():
+                buffer.finished.set_result(result)
+
+    async def _retrying(self, write: Callable[[], Awaitable[T]]) -> T:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential_jitter(initial=0.1, max=5),
+            before_sleep=_log_store_retry,
+            reraise=True,
+        ):
+            with attempt:
+                return await write()
+        raise AssertionError("unreachable: retries until the store answers")
+
+
+def _log_store_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning("store_unavailable", retry=state.attempt_number, error=str(error))
