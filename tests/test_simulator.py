@@ -318,7 +318,7 @@ async def test_litellm_streams_through_real_http_path(
     sim_url: str, session: aiohttp.ClientSession
 ) -> None:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    import litellm  # noqa: PLC0415, TID251 - the one LiteLLM round trip
+    import litellm  # noqa: TID251 - the one LiteLLM round trip
 
     messages = _messages("through litellm [[sim tokens=25]]")
     stream = await litellm.acompletion(

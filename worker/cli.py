@@ -39,6 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument(
         "--job-id", type=uuid.UUID, metavar="UUID", help="run this job from the table, no queue"
     )
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole pipeline locally: no AWS account, no keys",
+        description="Start an in-process SQS server and the LLM simulator, submit jobs as the "
+        "app does, run the worker until they are done and show them streaming. Uses "
+        "DATABASE_URL, else the local PostgreSQL's `streaming_worker_demo` database.",
+    )
+    demo.add_argument("--jobs", type=int, default=8, help="how many jobs (default 8)")
+    demo.add_argument("--tokens", type=int, default=120, help="tokens per answer (default 120)")
+    demo.add_argument(
+        "--tokens-per-s", type=float, default=40, help="streaming speed per job (default 40)"
+    )
+    demo.add_argument("--concurrency", type=int, default=8, help="WORKER_CONCURRENCY (default 8)")
     commands.add_parser(
         "simulate-llm",
         help="serve the OpenAI-compatible LLM simulator (see --help)",
@@ -63,10 +76,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as error:
         print(f"streaming-worker: invalid settings:\n{error}", file=sys.stderr)
         return 2
-    logs.configure(level=settings.log_level, fmt=settings.log_format)
+    # The demo's own view is the output; the worker's events would drown it.
+    level = "warning" if args.command == "demo" else settings.log_level
+    logs.configure(level=level, fmt=settings.log_format)
 
     if args.command == "migrate":
         return _run(_migrate(settings.database_url.get_secret_value()))
+    if args.command == "demo":
+        from worker.demo import run_demo
+
+        return _run(
+            run_demo(
+                jobs=args.jobs,
+                tokens=args.tokens,
+                tokens_per_s=args.tokens_per_s,
+                concurrency=args.concurrency,
+            )
+        )
 
     from worker import app
     from worker.llm import ModelsFileError

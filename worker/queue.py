@@ -98,6 +98,26 @@ class JobQueue:
                 # A message deleted or re-received meanwhile has a stale handle: harmless.
                 log.info("visibility_extend_refused", code=failure.get("Code"))
 
+    async def send(self, job_id: uuid.UUID) -> None:
+        """Send a job's message as the app does: `{"jobId": "<uuid>"}`."""
+        async with _unavailable_on_error("send"):
+            await self._client.send_message(
+                QueueUrl=self._url, MessageBody=json.dumps({"jobId": str(job_id)})
+            )
+
+    @staticmethod
+    async def create(
+        name: str, *, region: str, endpoint_url: str | None, visibility_timeout_s: int = 60
+    ) -> str:
+        """Create (or find) queue `name`; returns its URL. For local stacks and the demo."""
+        async with get_session().create_client(
+            "sqs", region_name=region, endpoint_url=endpoint_url
+        ) as client:
+            response = await client.create_queue(
+                QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout_s)}
+            )
+        return str(response["QueueUrl"])
+
     async def ping(self) -> None:
         async with _unavailable_on_error("get_queue_attributes"):
             await self._client.get_queue_attributes(

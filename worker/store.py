@@ -273,6 +273,36 @@ class JobStore:
             leased_by_message=state["lease_message_id"],
         )
 
+    async def insert_job(self, request_data: object) -> uuid.UUID:
+        """Write a new `pending` job as the app does (demo and app-side CLI)."""
+        async with self._pool.acquire() as conn:
+            job_id: uuid.UUID = await conn.fetchval(
+                "INSERT INTO ai_streaming_jobs (request_data) VALUES ($1::jsonb) RETURNING id",
+                json.dumps(request_data),
+            )
+        return job_id
+
+    async def job_rows(self, job_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+        """The rows a polling client reads, by id."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, status, partial_content, response_data::text, error_code,"
+                " error_message, attempts FROM ai_streaming_jobs WHERE id = ANY($1::uuid[])",
+                list(job_ids),
+            )
+        return [
+            {**dict(row), "response_data": json.loads(row["response_data"] or "null")}
+            for row in rows
+        ]
+
+    async def create_database(self, name: str) -> bool:
+        """Create database `name` on this server unless it exists (demo); True if created."""
+        async with self._pool.acquire() as conn:
+            if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                return False
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        return True
+
     async def status(self, job_id: uuid.UUID) -> Status | None:
         async with self._pool.acquire() as conn:
             value = await conn.fetchval(

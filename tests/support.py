@@ -1,0 +1,95 @@
+"""Helpers the tests share: real processes on free ports, polling with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TypeVar
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll `probe` until it returns something other than None/False, or fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+
+
+@dataclass
+class Process:
+    """A child process whose stderr is kept in a file the test can read."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] = field(repr=False)
+
+    @property
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, timeout_s: float = 10) -> int:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        self._log.close()
+        return self.popen.returncode
+
+    async def wait(self, timeout_s: float = 60) -> int:
+        deadline = time.monotonic() + timeout_s
+        while self.popen.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"process did not exit within {timeout_s} s:\n{self.output}")
+            await asyncio.sleep(0.05)
+        return self.popen.returncode
+
+
+def spawn(
+    args: list[str], *, env: dict[str, str] | None = None, log_path: Path, stdout: int | None = None
+) -> Process:
+    log = log_path.open("wb")
+    popen = subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=stdout if stdout is not None else log,
+        stderr=log,
+        cwd=REPO,
+    )
+    return Process(popen=popen, log_path=log_path, _log=log)
+
+
+def worker_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "worker", *args]

@@ -1,0 +1,265 @@
+"""The worker end to end: SQS message → claim → LiteLLM over HTTP → rows and deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
+import pytest
+
+from tests.conftest import chat, send_message
+from tests.support import Process, spawn, worker_command
+from worker.simulator import answer_text
+
+StartWorker = Callable[..., Process]
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], logs_dir: Path) -> Iterator[StartWorker]:
+    started: list[Process] = []
+
+    def start(*args: str, **env: str) -> Process:
+        log_path = logs_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
+        process = spawn(worker_command("run", *args), env={**worker_env, **env}, log_path=log_path)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+async def row(db: asyncpg.Connection, job_id: uuid.UUID) -> asyncpg.Record:
+    record = await db.fetchrow("SELECT * FROM ai_streaming_jobs WHERE id = $1", job_id)
+    assert record is not None
+    return record
+
+
+async def deltas_text(db: asyncpg.Connection, job_id: uuid.UUID, attempt: int) -> str:
+    parts = await db.fetch(
+        "SELECT seq, content FROM ai_streaming_job_deltas"
+        " WHERE job_id = $1 AND attempt = $2 ORDER BY seq",
+        job_id,
+        attempt,
+    )
+    assert [part["seq"] for part in parts] == list(range(1, len(parts) + 1)), "seq has gaps"
+    return "".join(part["content"] for part in parts)
+
+
+def sim_requests(simulator_url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{simulator_url}/_sim/requests", timeout=5) as response:  # noqa: S310
+        return list(json.load(response))
+
+
+def requests_for(simulator_url: str, text: str) -> int:
+    return sum(
+        1
+        for request in sim_requests(simulator_url)
+        if request["body"]["messages"][-1]["content"] == text
+    )
+
+
+async def test_forty_jobs_complete_byte_exact_at_concurrency_16(
+    db: asyncpg.Connection, submit: Any, start_worker: StartWorker
+) -> None:
+    jobs = {}
+    for index in range(40):
+        tokens = 10 + index
+        # Half the answers are cut by max_tokens, half end on their own; every fifth is sent
+        # in writes split inside a multi-byte character.
+        split = " split=1" if index % 5 == 0 else ""
+        if index % 2:
+            text = f"Question {index} {uuid.uuid4()} [[sim tokens={tokens}{split}]]"
+            request = chat(text)
+        else:
+            text = f"Question {index} {uuid.uuid4()} [[sim tokens=100{split}]]"
+            request = chat(text, max_tokens=tokens)
+        jobs[await submit(request)] = (text, tokens, "stop" if index % 2 else "length")
+
+    worker = start_worker("--drain", WORKER_CONCURRENCY="16")
+    assert await worker.wait(120) == 0, worker.output
+
+    for job_id, (text, tokens, finish_reason) in jobs.items():
+        record = await row(db, job_id)
+        expected = answer_text([{"role": "user", "content": text}], tokens)
+        assert record["status"] == "completed", record["error_message"]
+        assert record["partial_content"] == expected
+        assert record["attempts"] == 1
+        assert await deltas_text(db, job_id, 1) == expected
+        response = json.loads(record["response_data"])
+        assert response["usage"]["completion_tokens"] == tokens
+        assert response["finish_reason"] == finish_reason
+        assert response["provider"] == "openai"
+        assert response["model"] == "sim-model"
+        assert response["cost_usd"] == pytest.approx(
+            response["usage"]["prompt_tokens"] * 1e-6 + tokens * 2e-6
+        )
+        assert record["completed_at"] is not None
+        assert record["started_at"] <= record["completed_at"]
+    answers = "".join(
+        answer_text([{"role": "user", "content": text}], tokens)
+        for text, tokens, _ in jobs.values()
+    )
+    assert any(ord(ch) > 0xFFFF for ch in answers), "the answers should include 4-byte characters"
+
+
+async def test_polling_client_sees_only_growing_prefixes_and_statuses_in_order(
+    db: asyncpg.Connection, submit: Any, start_worker: StartWorker
+) -> None:
+    text = f"Tell a long story {uuid.uuid4()} [[sim tokens=60 tps=40]]"
+    job_id = await submit(chat(text))
+    expected = answer_text([{"role": "user", "content": text}], 60)
+    worker = start_worker("--drain", WORKER_CONTENT_REFRESH_S="0")
+
+    seen: list[tuple[str, str]] = []
+    while worker.popen.poll() is None or not seen or seen[-1][0] != "completed":
+        record = await row(db, job_id)
+        seen.append((record["status"], record["partial_content"]))
+        if record["status"] == "completed":
+            break
+        await asyncio.sleep(0.01)
+    assert await worker.wait() == 0, worker.output
+
+    statuses = [status for status, _ in seen]
+    order = ["pending", "processing", "streaming", "completed"]
+    assert statuses == sorted(statuses, key=order.index), "status went backwards"
+    assert "streaming" in statuses
+    lengths = [len(content) for _, content in seen]
+    assert lengths == sorted(lengths), "partial_content shrank"
+    assert all(expected.startswith(content) for _, content in seen)
+    assert len({content for _, content in seen}) > 5, "the answer should be seen growing"
+    assert seen[-1] == ("completed", expected)
+
+
+async def test_each_message_delivered_twice_calls_the_provider_once_per_job(
+    db: asyncpg.Connection,
+    submit: Any,
+    sqs: Any,
+    queue_url: str,
+    simulator_url: str,
+    start_worker: StartWorker,
+) -> None:
+    texts = {}
+    for index in range(6):
+        text = f"Duplicate me {index} {uuid.uuid4()} [[sim tps=100]]"
+        job_id = await submit(chat(text))
+        await send_message(sqs, queue_url, json.dumps({"jobId": str(job_id)}))
+        texts[job_id] = text
+
+    worker = start_worker("--drain")
+    assert await worker.wait() == 0, worker.output
+
+    for job_id, text in texts.items():
+        assert (await row(db, job_id))["status"] == "completed"
+        assert requests_for(simulator_url, text) == 1
+    attributes = await asyncio.to_thread(
+        sqs.get_queue_attributes, QueueUrl=queue_url, AttributeNames=["All"]
+    )
+    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
+    assert attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+async def test_legacy_bare_uuid_bodies_and_vercel_parts_messages(
+    db: asyncpg.Connection, submit: Any, start_worker: StartWorker
+) -> None:
+    text = f"Legacy {uuid.uuid4()}"
+    legacy_request = {
+        "provider": "openai",
+        "modelId": "sim-model",
+        "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": text}]}],
+    }
+    bare = await submit(legacy_request, body=str)
+    quoted = await submit(chat(text + " quoted"), body=lambda job_id: json.dumps(str(job_id)))
+
+    worker = start_worker("--drain")
+    assert await worker.wait() == 0, worker.output
+
+    expected = answer_text([{"role": "user", "content": text}], 40)
+    assert (await row(db, bare))["partial_content"] == expected
+    assert (await row(db, quoted))["status"] == "completed"
+
+
+async def test_garbage_bodies_are_removed_and_unknown_ids_left_for_redelivery(
+    db: asyncpg.Connection, submit: Any, sqs: Any, queue_url: str, start_worker: StartWorker
+) -> None:
+    for body in ("not json {", json.dumps({"job": "x"}), json.dumps({"jobId": 42}), "[]", ""):
+        await send_message(sqs, queue_url, body or " ")
+    await send_message(sqs, queue_url, json.dumps({"jobId": str(uuid.uuid4())}))
+    good = await submit(chat(f"Still served {uuid.uuid4()}"))
+
+    worker = start_worker("--drain")
+    assert await worker.wait() == 1, worker.output  # poison and a missing row are not success
+
+    assert (await row(db, good))["status"] == "completed"
+    assert worker.output.count('"poison_message"') == 5
+    assert '"job_row_missing"' in worker.output
+    attributes = (
+        await asyncio.to_thread(
+            sqs.get_queue_attributes, QueueUrl=queue_url, AttributeNames=["All"]
+        )
+    )["Attributes"]
+    # Only the unknown id is left, invisible until its retry; the garbage is gone for good.
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+async def test_invalid_request_data_fails_without_calling_the_provider(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    marker = f"never asked {uuid.uuid4()}"
+    cases = {
+        "no messages": ({"model": "sim-model", "messages": []}, "messages"),
+        "unknown role": (
+            {"model": "sim-model", "messages": [{"role": "robot", "content": marker}]},
+            "role",
+        ),
+        "wrong type": ({"model": "sim-model", "messages": "hello"}, "messages"),
+        "bad option": (chat(marker, temperature="hot"), "temperature"),
+        "no model": ({"messages": [{"role": "user", "content": marker}]}, "model"),
+    }
+    job_ids = {name: await submit(request) for name, (request, _) in cases.items()}
+    unknown_model = await submit(chat(marker, model="no-such-model"))
+
+    worker = start_worker("--drain")
+    assert await worker.wait() == 1, worker.output
+
+    for name, (_, mentioned) in cases.items():
+        record = await row(db, job_ids[name])
+        assert (record["status"], record["error_code"]) == ("failed", "invalid_request"), name
+        assert mentioned in record["error_message"], (name, record["error_message"])
+        assert "Traceback" not in record["error_message"]
+        assert record["completed_at"] is not None
+    record = await row(db, unknown_model)
+    assert (record["status"], record["error_code"]) == ("failed", "unknown_model")
+    assert "no-such-model" in record["error_message"]
+    assert requests_for(simulator_url, marker) == 0
+
+
+async def test_connection_options_in_a_job_are_ignored(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    text = f"Where do I go {uuid.uuid4()}"
+    job_id = await submit(
+        chat(
+            text,
+            temperature=0.3,
+            api_base="http://127.0.0.2:9/v1",
+            api_key="sk-job-supplied-key-0000",
+            extra_headers={"X-Evil": "1"},
+        )
+    )
+    worker = start_worker("--drain")
+    assert await worker.wait() == 0, worker.output
+
+    assert (await row(db, job_id))["status"] == "completed"
+    [request] = [r for r in sim_requests(simulator_url) if text in json.dumps(r["body"])]
+    assert request["body"]["temperature"] == 0.3
+    assert request["headers"]["Authorization"] == "Bearer sk-test-0123456789abcdefSECRET"
+    assert "X-Evil" not in request["headers"]
+    assert '"options_ignored"' in worker.output
