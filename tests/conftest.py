@@ -19,7 +19,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.support import Process, eventually, free_port, spawn, worker_command
+from tests.support import Process, free_port, spawn, worker_command
 
 ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AWS_ENV = {
@@ -204,6 +204,57 @@ async def send_message(sqs: Any, queue_url: str, body: str) -> None:
     await asyncio.to_thread(sqs.send_message, QueueUrl=queue_url, MessageBody=body)
 
 
+StartWorker = Callable[..., Process]
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], logs_dir: Path) -> Iterator[StartWorker]:
+    """Start `streaming-worker run ARGS` as a process with the test's environment (+ overrides)."""
+    started: list[Process] = []
+
+    def start(*args: str, **env: str) -> Process:
+        log_path = logs_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
+        process = spawn(worker_command("run", *args), env={**worker_env, **env}, log_path=log_path)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+async def row(db: asyncpg.Connection, job_id: uuid.UUID) -> asyncpg.Record:
+    record = await db.fetchrow("SELECT * FROM ai_streaming_jobs WHERE id = $1", job_id)
+    assert record is not None
+    return record
+
+
+async def deltas_text(db: asyncpg.Connection, job_id: uuid.UUID, attempt: int) -> str:
+    """An attempt's deltas concatenated in seq order; asserts the seqs have no gaps."""
+    parts = await db.fetch(
+        "SELECT seq, content FROM ai_streaming_job_deltas"
+        " WHERE job_id = $1 AND attempt = $2 ORDER BY seq",
+        job_id,
+        attempt,
+    )
+    assert [part["seq"] for part in parts] == list(range(1, len(parts) + 1)), "seq has gaps"
+    return "".join(part["content"] for part in parts)
+
+
+def sim_requests(simulator_url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{simulator_url}/_sim/requests", timeout=5) as response:  # noqa: S310
+        return list(json.load(response))
+
+
+def requests_for(simulator_url: str, text: str) -> int:
+    """How many chat requests the simulator received whose last message is `text`."""
+    return sum(
+        1
+        for request in sim_requests(simulator_url)
+        if request["body"]["messages"][-1]["content"] == text
+    )
+
+
 def chat(text: str, *, model: str = "sim-model", **options: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": text}], "options": options}
 
@@ -218,6 +269,3 @@ def _wait_http(url: str, process: Process, timeout_s: float = 15) -> None:
             if process.popen.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"{url} did not come up:\n{process.output}") from None
             time.sleep(0.05)
-
-
-__all__ = ["chat", "eventually", "send_message"]

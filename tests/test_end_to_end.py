@@ -4,65 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
 import pytest
 
-from tests.conftest import chat, send_message
-from tests.support import Process, spawn, worker_command
+from tests.conftest import (
+    StartWorker,
+    chat,
+    deltas_text,
+    requests_for,
+    row,
+    send_message,
+    sim_requests,
+)
 from worker.simulator import answer_text
-
-StartWorker = Callable[..., Process]
-
-
-@pytest.fixture
-def start_worker(worker_env: dict[str, str], logs_dir: Path) -> Iterator[StartWorker]:
-    started: list[Process] = []
-
-    def start(*args: str, **env: str) -> Process:
-        log_path = logs_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
-        process = spawn(worker_command("run", *args), env={**worker_env, **env}, log_path=log_path)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-async def row(db: asyncpg.Connection, job_id: uuid.UUID) -> asyncpg.Record:
-    record = await db.fetchrow("SELECT * FROM ai_streaming_jobs WHERE id = $1", job_id)
-    assert record is not None
-    return record
-
-
-async def deltas_text(db: asyncpg.Connection, job_id: uuid.UUID, attempt: int) -> str:
-    parts = await db.fetch(
-        "SELECT seq, content FROM ai_streaming_job_deltas"
-        " WHERE job_id = $1 AND attempt = $2 ORDER BY seq",
-        job_id,
-        attempt,
-    )
-    assert [part["seq"] for part in parts] == list(range(1, len(parts) + 1)), "seq has gaps"
-    return "".join(part["content"] for part in parts)
-
-
-def sim_requests(simulator_url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{simulator_url}/_sim/requests", timeout=5) as response:  # noqa: S310
-        return list(json.load(response))
-
-
-def requests_for(simulator_url: str, text: str) -> int:
-    return sum(
-        1
-        for request in sim_requests(simulator_url)
-        if request["body"]["messages"][-1]["content"] == text
-    )
 
 
 async def test_forty_jobs_complete_byte_exact_at_concurrency_16(

@@ -46,7 +46,6 @@ litellm.suppress_debug_info = True
 for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
     logging.getLogger(_name).handlers.clear()
     logging.getLogger(_name).setLevel(logging.ERROR)
-litellm.drop_params = True  # an option one provider lacks is dropped, not a failed job
 LITELLM_VERSION = version("litellm")
 
 # Key shapes a provider may echo back in an error; configured secret values are masked too.
@@ -171,10 +170,7 @@ class LLMClient:
         }
         response: Any = None
         try:
-            if target.routed:
-                response = await self._router.acompletion(model=target.model, **kwargs)
-            else:
-                response = await litellm.acompletion(model=target.model, num_retries=0, **kwargs)
+            response = await self._open(target, kwargs)
             result.provider = getattr(response, "custom_llm_provider", None)
             hidden = getattr(response, "_hidden_params", None) or {}
             result.deployment = hidden.get("litellm_model_name") or target.model
@@ -194,18 +190,36 @@ class LLMClient:
         if result.finish_reason is None:
             raise StreamBroken("the provider's stream ended without a finish reason")
 
+    async def _open(self, target: Target, kwargs: dict[str, Any]) -> Any:
+        if target.routed:
+            response = await self._router.acompletion(model=target.model, **kwargs)
+        else:
+            response = await litellm.acompletion(model=target.model, num_retries=0, **kwargs)
+        if response is None:
+            # Seen with `drop_params` on a 422: LiteLLM swallowed the provider's error.
+            raise ProviderError("the provider rejected the request and sent no answer")
+        return response
+
     def map_error(self, exc: BaseException) -> JobError:
-        """A LiteLLM exception as the contract's error (section 4), with secrets masked."""
+        """A LiteLLM exception as the contract's error (section 4), with secrets masked.
+
+        The provider's error code decides first (it is the same across providers), then
+        LiteLLM's exception type, then the HTTP status.
+        """
         detail = self.redact(str(getattr(exc, "message", "") or exc))[:300]
+        code = getattr(exc, "code", None)
+        make = _BY_CODE.get(code) if isinstance(code, str) else None
+        make = make or next((m for kinds, m in _ERROR_MAP if isinstance(exc, kinds)), None)
+        if make is not None:
+            return make(exc, detail)
         status = getattr(exc, "status_code", None)
-        for kinds, make in _ERROR_MAP:
-            if isinstance(exc, kinds):
-                return make(exc, detail)
-        if isinstance(status, int) and 400 <= status < 500:
-            return ProviderError(f"the provider rejected the request ({status}): {detail}")
-        if isinstance(status, int) and status >= 500:
+        if not isinstance(status, int):
+            return InternalError(f"calling the provider failed: {type(exc).__name__}: {detail}")
+        if status in _BY_STATUS:
+            return _BY_STATUS[status](status, detail)
+        if status >= 500:
             return ProviderUnavailable(f"the provider failed ({status}): {detail}")
-        return InternalError(f"calling the provider failed: {type(exc).__name__}: {detail}")
+        return ProviderError(f"the provider rejected the request ({status}): {detail}")
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:
@@ -281,6 +295,42 @@ def _configured_secrets(model_list: Iterable[dict[str, Any]]) -> tuple[str, ...]
     return tuple(sorted((v for v in values | literal if len(v) >= 6), key=len, reverse=True))
 
 
+def _too_long(_: object, detail: str) -> JobError:
+    return ContextWindowExceeded(f"the conversation is too long for the model: {detail}")
+
+
+def _filtered(_: object, detail: str) -> JobError:
+    return ContentFiltered(f"the provider's content filter refused: {detail}")
+
+
+# Providers' own error codes say what went wrong the same way across providers.
+_BY_CODE: dict[str, Callable[[Any, str], JobError]] = {
+    "context_length_exceeded": _too_long,
+    "string_above_max_length": _too_long,
+    "content_filter": _filtered,
+    "content_policy_violation": _filtered,
+    "content_filter_policy": _filtered,
+}
+
+
+def _auth_error(status: object) -> AuthError:
+    # Never the provider's text: some echo the key they were given.
+    return AuthError(
+        f"the provider refused the worker's credentials ({status});"
+        " the operator must check the key in the models file"
+    )
+
+
+# LiteLLM raises a plain APIError for some statuses (a 403 from an OpenAI-compatible server).
+_BY_STATUS: dict[int, Callable[[int, str], JobError]] = {
+    401: lambda status, _: _auth_error(status),
+    403: lambda status, _: _auth_error(status),
+    404: lambda _, d: UnknownModel(f"the provider does not know this model: {d}"),
+    408: lambda _, d: ProviderTimeout(f"the provider timed out: {d}"),
+    429: lambda _, d: RateLimited(f"the provider is rate limiting requests: {d}"),
+}
+
+
 def _retry_after_s(exc: BaseException) -> float | None:
     headers = getattr(exc, "litellm_response_headers", None) or {}
     try:
@@ -294,20 +344,11 @@ _ERROR_MAP: tuple[
     tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[[Any, str], JobError]],
     ...,
 ] = (
-    (
-        provider_errors.ContextWindowExceededError,
-        lambda e, d: ContextWindowExceeded(f"the conversation is too long for the model: {d}"),
-    ),
-    (
-        provider_errors.ContentPolicyViolationError,
-        lambda e, d: ContentFiltered(f"the provider's content filter refused: {d}"),
-    ),
+    (provider_errors.ContextWindowExceededError, _too_long),
+    (provider_errors.ContentPolicyViolationError, _filtered),
     (
         (provider_errors.AuthenticationError, provider_errors.PermissionDeniedError),
-        lambda e, d: AuthError(
-            f"the provider refused the worker's credentials ({e.status_code}); "
-            "the operator must check the API key"
-        ),
+        lambda e, d: _auth_error(e.status_code),
     ),
     (
         provider_errors.NotFoundError,

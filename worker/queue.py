@@ -154,14 +154,23 @@ def parse_body(body: str) -> tuple[uuid.UUID | None, str | None]:
     try:
         value: object = json.loads(text)
     except ValueError:
-        value = text  # the legacy bare id is not JSON
+        job_id = _uuid_or_none(text)  # the legacy bare id is not JSON
+        return (job_id, None) if job_id else (None, _NOT_A_BODY)
     if isinstance(value, dict):
         if "jobId" not in value:
             return None, "body has no jobId"
         value = value["jobId"]
     if not isinstance(value, str):
         return None, "jobId is not a string"
+    job_id = _uuid_or_none(value)
+    return (job_id, None) if job_id else (None, "jobId is not a uuid")
+
+
+_NOT_A_BODY = "body is neither JSON nor a job id"
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
     try:
-        return uuid.UUID(value), None
+        return uuid.UUID(text)
     except ValueError:
-        return None, "jobId is not a uuid"
+        return None

@@ -86,9 +86,9 @@ _FLUSH = """
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::int[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::float8[])
+                         $11::text[], $12::float8[]) WITH ORDINALITY
         AS b(id, lease, attempt, prev_seq, new_seq, delta, refresh, status,
-             response_data, error_code, error_message, lease_s)
+             response_data, error_code, error_message, lease_s, ord)
 ),
 before AS (
     SELECT j.id, j.status, j.lease_token, j.delta_seq
@@ -122,6 +122,7 @@ inserted AS (
 SELECT b.id, u.id IS NOT NULL AS applied, f.status, f.lease_token = b.lease AS owned,
        f.delta_seq
 FROM batch b LEFT JOIN before f ON f.id = b.id LEFT JOIN updated u ON u.id = b.id
+ORDER BY b.ord
 """
 
 # A cancelled row keeps its status and text; the worker only fills in what the app left empty.
@@ -311,7 +312,10 @@ class JobStore:
         return None if value is None else Status(value)
 
     async def write_flush(self, items: Sequence[FlushItem]) -> list[FlushResult]:
-        """Commit one flush for all jobs in a single statement; retry-safe as a whole."""
+        """Commit one flush in a single statement; results come in the items' order.
+
+        Retry-safe as a whole. At most one item per job: one attempt owns a job at a time.
+        """
         async with self._writer_connection() as conn:
             rows = await conn.fetch(
                 _FLUSH,
@@ -329,8 +333,7 @@ class JobStore:
                 [item.lease_s for item in items],
                 timeout=_STATEMENT_TIMEOUT_S,
             )
-        by_id = {item.job_id: item for item in items}
-        return [_flush_result(row, by_id[row["id"]]) for row in rows]
+        return [_flush_result(row, item) for row, item in zip(rows, items, strict=True)]
 
     async def settle_cancelled(
         self, job_id: uuid.UUID, lease: uuid.UUID, response_data: dict[str, Any]

@@ -116,13 +116,14 @@ class StreamWriter:
         self._max_chars = flush_max_chars
         self._refresh_s = content_refresh_s
         self._lease_s = lease_s
+        # By lease, not job id: a restarted job's old and new attempts must never be confused.
         self._buffers: dict[uuid.UUID, JobBuffer] = {}
         self._wake = asyncio.Event()
         self._closing = False
 
     def open(self, claim: Claim) -> JobBuffer:
         buffer = JobBuffer(claim=claim, max_chars=self._max_chars, wake_writer=self._wake.set)
-        self._buffers[claim.job_id] = buffer
+        self._buffers[claim.lease] = buffer
         return buffer
 
     async def finish(self, buffer: JobBuffer, outcome: Outcome) -> FlushResult:
@@ -140,7 +141,7 @@ class StreamWriter:
         )
 
     def discard(self, buffer: JobBuffer) -> None:
-        self._buffers.pop(buffer.claim.job_id, None)
+        self._buffers.pop(buffer.claim.lease, None)
 
     async def run(self) -> None:
         """Flush until `close()`; the flush after it writes whatever is left."""
@@ -216,7 +217,7 @@ class StreamWriter:
     def _settle(self, taken: _Taken, result: FlushResult, committed: float) -> None:
         buffer, item = taken.buffer, taken.item
         if not result.applied:
-            self._buffers.pop(buffer.claim.job_id, None)
+            self._buffers.pop(buffer.claim.lease, None)
             buffer.refuse(result)
             return
         buffer.seq = item.new_seq
@@ -229,7 +230,7 @@ class StreamWriter:
         elif item.delta:
             buffer.unrefreshed.append(item.delta)
         if item.status is not None:
-            self._buffers.pop(buffer.claim.job_id, None)
+            self._buffers.pop(buffer.claim.lease, None)
             if buffer.finished is not None and not buffer.finished.done():
                 buffer.finished.set_result(result)
 

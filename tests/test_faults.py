@@ -1,0 +1,238 @@
+"""Provider faults, shutdown and cancellation, each with the real simulator and worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from typing import Any
+
+import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
+
+from tests.conftest import (
+    SIM_API_KEY,
+    StartWorker,
+    chat,
+    deltas_text,
+    requests_for,
+    row,
+    sim_requests,
+)
+from tests.support import eventually
+from worker.simulator import answer_text
+
+
+def expected(text: str, tokens: int = 40) -> str:
+    return answer_text([{"role": "user", "content": text}], tokens)
+
+
+async def test_rate_limits_are_retried_and_the_job_completes(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    text = f"Busy {uuid.uuid4()} [[sim status=429 times=2 retry_after=0.2]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain")
+    assert await worker.wait() == 0, worker.output
+
+    record = await row(db, job_id)
+    assert (record["status"], record["attempts"]) == ("completed", 1)
+    assert record["partial_content"] == expected(text)
+    assert requests_for(simulator_url, text) == 3
+    assert worker.output.count('"provider_retry"') == 2
+
+
+async def test_permanent_errors_fail_at_once_with_their_code(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    cases = {
+        "status=401": "auth",
+        "status=403": "auth",
+        "status=404": "unknown_model",
+        "status=400 code=context_length_exceeded": "context_window_exceeded",
+        "status=400 code=content_filter": "content_filtered",
+        "status=422": "provider_error",
+    }
+    texts = {
+        await submit(chat(text := f"Refused {uuid.uuid4()} [[sim {fault}]]")): (text, code)
+        for fault, code in cases.items()
+    }
+    worker = start_worker("--drain")
+    assert await worker.wait() == 1, worker.output
+
+    for job_id, (text, code) in texts.items():
+        record = await row(db, job_id)
+        assert (record["status"], record["error_code"]) == ("failed", code), text
+        assert record["error_message"]
+        assert SIM_API_KEY not in record["error_message"]
+        assert requests_for(simulator_url, text) == 1, f"{code} must not be retried"
+    assert SIM_API_KEY not in worker.output
+
+
+async def test_server_errors_are_retried_then_fail_as_provider_unavailable(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    text = f"Down {uuid.uuid4()} [[sim status=503]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain", WORKER_PROVIDER_RETRIES="2")
+    assert await worker.wait() == 1, worker.output
+
+    record = await row(db, job_id)
+    assert (record["status"], record["error_code"]) == ("failed", "provider_unavailable")
+    assert requests_for(simulator_url, text) == 3
+
+
+async def test_a_stream_dropped_after_text_restarts_from_empty_text(
+    db: asyncpg.Connection, submit: Any, start_worker: StartWorker
+) -> None:
+    text = f"Flaky {uuid.uuid4()} [[sim drop_after=10 times=1 tps=200]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain")
+    assert await worker.wait() == 0, worker.output
+
+    record = await row(db, job_id)
+    assert (record["status"], record["attempts"]) == ("completed", 2)
+    assert record["partial_content"] == expected(text)
+    assert await deltas_text(db, job_id, 2) == expected(text)
+    assert expected(text).startswith(await deltas_text(db, job_id, 1))
+
+
+async def test_a_stream_that_keeps_breaking_fails_after_the_attempt_limit(
+    db: asyncpg.Connection, submit: Any, start_worker: StartWorker
+) -> None:
+    text = f"Broken {uuid.uuid4()} [[sim drop_after=5]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain", WORKER_MAX_ATTEMPTS="2")
+    assert await worker.wait() == 1, worker.output
+
+    record = await row(db, job_id)
+    assert (record["status"], record["error_code"]) == ("failed", "provider_unavailable")
+    assert record["attempts"] == 2
+
+
+async def test_a_stalled_stream_is_hung_up_and_restarted(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    text = f"Stall {uuid.uuid4()} [[sim stall_after=5 times=1]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain", WORKER_STALL_TIMEOUT_S="1")
+    assert await worker.wait() == 0, worker.output
+
+    record = await row(db, job_id)
+    assert (record["status"], record["attempts"]) == ("completed", 2)
+    assert record["partial_content"] == expected(text)
+    outcomes = [r["outcome"] for r in sim_requests(simulator_url) if text in json.dumps(r["body"])]
+    assert outcomes == ["client_disconnected", "completed"]
+
+
+async def test_no_first_token_in_time_fails_as_timeout(
+    db: asyncpg.Connection, submit: Any, start_worker: StartWorker
+) -> None:
+    job_id = await submit(chat(f"Slow {uuid.uuid4()} [[sim ttft=30]]"))
+    worker = start_worker(
+        "--drain", WORKER_FIRST_TOKEN_TIMEOUT_S="0.5", WORKER_PROVIDER_RETRIES="1"
+    )
+    assert await worker.wait() == 1, worker.output
+    record = await row(db, job_id)
+    assert (record["status"], record["error_code"]) == ("failed", "timeout")
+
+
+async def test_sigterm_hands_running_jobs_back_and_another_worker_finishes_them(
+    db: asyncpg.Connection, submit: Any, sqs: Any, queue_url: str, start_worker: StartWorker
+) -> None:
+    texts = {}
+    for index in range(4):
+        text = f"Long {index} {uuid.uuid4()} [[sim tokens=400 tps=20]]"
+        texts[await submit(chat(text))] = text
+    first = start_worker(WORKER_SHUTDOWN_GRACE_S="1")
+
+    async def all_streaming() -> bool:
+        return all([(await row(db, job_id))["status"] == "streaming" for job_id in texts])
+
+    await eventually(all_streaming, what="every job streaming")
+    first.popen.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert await first.wait(15) == 0, first.output
+    assert time.monotonic() - stopped_at < 1 + 5
+    assert first.output.count('"job_released"') == 4
+    for job_id in texts:
+        assert (await row(db, job_id))["status"] == "pending"
+
+    # Handed back at once: the messages are visible again, not after the visibility timeout.
+    attributes = (
+        await asyncio.to_thread(
+            sqs.get_queue_attributes, QueueUrl=queue_url, AttributeNames=["All"]
+        )
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "4"
+
+    second = start_worker("--drain")
+    assert await second.wait(60) == 0, second.output
+    for job_id, text in texts.items():
+        record = await row(db, job_id)
+        assert (record["status"], record["attempts"]) == ("completed", 2)
+        assert record["partial_content"] == expected(text, 400)
+
+
+async def test_a_cancelled_job_stops_its_stream_and_keeps_the_status(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    text = f"Cancel me {uuid.uuid4()} [[sim tokens=400 tps=20]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain")
+
+    async def streaming() -> bool:
+        return bool((await row(db, job_id))["status"] == "streaming")
+
+    await eventually(streaming, what="job streaming")
+    await db.execute("UPDATE ai_streaming_jobs SET status = 'cancelled' WHERE id = $1", job_id)
+    cancelled_at = time.monotonic()
+
+    def disconnected() -> bool:
+        return any(
+            r["outcome"] == "client_disconnected"
+            for r in sim_requests(simulator_url)
+            if text in json.dumps(r["body"])
+        )
+
+    async def upstream_closed() -> bool:
+        return await asyncio.to_thread(disconnected)
+
+    await eventually(upstream_closed, timeout_s=5, what="the provider stream closed")
+    assert time.monotonic() - cancelled_at < 2.5
+    assert await worker.wait() == 0, worker.output
+
+    record = await row(db, job_id)
+    assert record["status"] == "cancelled"
+    assert record["completed_at"] is not None
+    assert expected(text, 400).startswith(record["partial_content"])
+    response = json.loads(record["response_data"])
+    assert response["finish_reason"] == "cancelled"
+    assert response["usage"]["completion_tokens"] > 0
+
+
+async def test_no_secret_reaches_the_logs_or_the_row(
+    db: asyncpg.Connection, database_url: str, submit: Any, start_worker: StartWorker
+) -> None:
+    # The local server trusts 127.0.0.1, so a password in the URL is accepted and ignored.
+    password = "pw-" + uuid.uuid4().hex
+    with_password = database_url.replace("postgres@", f"postgres:{password}@", 1)
+    completed = await submit(chat(f"Fine {uuid.uuid4()}"))
+    refused = await submit(chat(f"Refused {uuid.uuid4()} [[sim status=401]]"))
+
+    worker = start_worker("--drain", DATABASE_URL=with_password, WORKER_LOG_LEVEL="debug")
+    assert await worker.wait() == 1, worker.output
+
+    assert (await row(db, completed))["status"] == "completed"
+    assert (await row(db, refused))["error_code"] == "auth"
+    for secret in (password, SIM_API_KEY):
+        assert secret not in worker.output
+        stored = await db.fetchval(
+            "SELECT count(*) FROM ai_streaming_jobs"
+            " WHERE id = ANY($1::uuid[]) AND (coalesce(error_message, '') LIKE '%' || $2 || '%'"
+            " OR coalesce(response_data::text, '') LIKE '%' || $2 || '%')",
+            [completed, refused],
+            secret,
+        )
+        assert stored == 0
