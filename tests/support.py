@@ -93,3 +93,53 @@ def spawn(
 
 def worker_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "worker", *args]
+
+
+class TcpProxy:
+    """A TCP proxy in front of a server, so a test can cut or refuse its connections."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = free_port()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        """Refuse new connections and cut the open ones: the server looks down."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self.cut()
+
+    def cut(self) -> None:
+        """Drop every open connection at once, as a server restart would."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _serve(
+        self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
+    ) -> None:
+        try:
+            upstream_reader, upstream = await asyncio.open_connection(*self._target)
+        except OSError:
+            client.transport.abort()
+            return
+        self._writers |= {client, upstream}
+        await asyncio.gather(
+            _pipe(client_reader, upstream), _pipe(upstream_reader, client), return_exceptions=True
+        )
+        for writer in (client, upstream):
+            self._writers.discard(writer)
+            writer.transport.abort()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.transport.abort()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from worker import __version__, endpoints, metrics
+from worker import __version__, endpoints, housekeeping, metrics
 from worker.jobs import Status
 from worker.llm import LITELLM_VERSION, LLMClient, ModelCatalog
 from worker.queue import JobQueue
@@ -66,11 +66,9 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
     try:
         async with asyncio.TaskGroup() as tasks:
             flushing = tasks.create_task(writer.run(), name="writer")
-            sweeping = tasks.create_task(_sweep_deltas(store, settings), name="delta-sweep")
             try:
                 yield Core(store=store, writer=writer, runner=runner)
             finally:
-                sweeping.cancel()
                 writer.close()
                 await flushing
     finally:
@@ -96,19 +94,28 @@ async def run_worker(settings: Settings, *, mode: Mode) -> int:
                 receive_wait_s=settings.receive_wait_s,
                 visibility_timeout_s=settings.visibility_timeout_s,
                 lease_s=settings.lease_s,
+                max_invisible_s=settings.job_timeout_s + settings.visibility_timeout_s,
             ),
             shutdown_grace_s=settings.shutdown_grace_s,
             mode=mode,
         )
         stall_limit_s = settings.receive_wait_s + 30.0
-        async with endpoints.serve(
-            port=settings.metrics_port,
-            is_alive=lambda: supervisor.is_alive(stall_limit_s),
-            probes={"postgres": core.store.ping, "sqs": queue.ping},
-            is_stopping=lambda: supervisor.stopping,
+        async with (
+            endpoints.serve(
+                port=settings.metrics_port,
+                is_alive=lambda: supervisor.is_alive(stall_limit_s),
+                probes={"postgres": core.store.ping, "sqs": queue.ping},
+                is_stopping=lambda: supervisor.stopping,
+            ) as metrics_port,
+            _housekeeping(settings, core.store, queue),
         ):
             with _on_signals(supervisor.stop):
-                log.info("worker_started", mode=mode.value, concurrency=settings.concurrency)
+                log.info(
+                    "worker_started",
+                    mode=mode.value,
+                    concurrency=settings.concurrency,
+                    metrics_port=metrics_port,
+                )
                 outcomes = await supervisor.run()
     if mode is Mode.DAEMON:
         return EXIT_OK
@@ -148,17 +155,33 @@ def _exit_code(outcomes: Counter[str]) -> int:
     return EXIT_JOB_FAILED if any(outcomes[name] for name in _BAD_OUTCOMES) else EXIT_OK
 
 
-async def _sweep_deltas(store: JobStore, settings: Settings) -> None:
-    """Delete ended jobs' deltas once `delta_retention_s` has passed (contract section 7)."""
-    while True:
+@contextlib.asynccontextmanager
+async def _housekeeping(
+    settings: Settings, store: JobStore, queue: JobQueue
+) -> AsyncIterator[None]:
+    """The periodic tasks of a queue-driven worker, cancelled and awaited when the block ends."""
+
+    async def purge() -> None:
+        await housekeeping.purge_deltas(store, retention_s=settings.delta_retention_s)
+
+    async def requeue() -> None:
+        await housekeeping.requeue_orphans(
+            store,
+            queue,
+            orphaned_after_s=settings.orphaned_after_s,
+            max_attempts=settings.max_attempts,
+        )
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(housekeeping.every(settings.delta_sweep_interval_s, purge)),
+            group.create_task(housekeeping.every(settings.orphan_sweep_interval_s, requeue)),
+        ]
         try:
-            deleted = await store.purge_deltas(retention_s=settings.delta_retention_s)
-        except Exception as error:  # noqa: BLE001 (the next sweep tries again)
-            log.warning("delta_sweep_failed", error=str(error))
-        else:
-            if deleted:
-                log.info("deltas_purged", rows=deleted)
-        await asyncio.sleep(settings.delta_sweep_interval_s)
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,14 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from worker import metrics
-from worker.errors import JobError, ProviderTimeout, RateLimited, StreamBroken, TransientError
+from worker.errors import (
+    InternalError,
+    JobError,
+    ProviderTimeout,
+    RateLimited,
+    StreamBroken,
+    TransientError,
+)
 from worker.jobs import Claim, JobRequest, Outcome, Status, Usage, parse_request
 from worker.llm import LLMClient, StreamResult, Target
 from worker.store import ClaimRefused, JobStore
@@ -61,6 +68,12 @@ class JobRunner:
     async def run(self, claim: Claim, *, message_id: str | None) -> Outcome:
         """Run the job; cancelling this coroutine hands the job back (status `pending`)."""
         started = time.monotonic()
+        if claim.attempt > self._max_attempts:
+            # Its workers kept vanishing mid-job (a crash, OOM kill): stop trying.
+            error = InternalError(
+                f"the job was started {claim.attempt - 1} times and never finished"
+            )
+            return await self._end(self._writer.open(claim), Outcome(Status.FAILED, error=error))
         try:
             request = parse_request(claim.request_data)
             target = self._llm.resolve(request)

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(60, ge=5, le=43_200)
     lease_s: float = Field(30.0, ge=3)
     max_attempts: int = Field(3, ge=1)
+    orphaned_after_s: float = Field(300.0, gt=0)
+    orphan_sweep_interval_s: float = Field(60.0, gt=0)
     provider_retries: int = Field(3, ge=0)
     first_token_timeout_s: float = Field(60.0, gt=0)
     stall_timeout_s: float = Field(60.0, gt=0)

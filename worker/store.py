@@ -10,11 +10,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from worker.jobs import Claim, Status
 
 _CONNECT_TIMEOUT_S = 10.0
 _STATEMENT_TIMEOUT_S = 30.0
+_CLAIM_RETRY_S = 30.0
+# Names the worker's sessions in pg_stat_activity, for operators (and the fault tests).
+_SERVER_SETTINGS = {"application_name": "streaming-worker"}
 
 # Serialises concurrent `migrate` runs (several workers starting at once).
 _MIGRATION_LOCK_ID = 0x5357_4D49  # "SWMI"
@@ -57,19 +66,54 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, attempt, seq)
     );
     """,
+    # When the orphan sweep last sent a fresh message for a job whose worker vanished.
+    """
+    ALTER TABLE ai_streaming_jobs ADD COLUMN IF NOT EXISTS requeued_at timestamptz;
+    """,
 )
 
 _CLAIM = """
 UPDATE ai_streaming_jobs
 SET status = 'processing', attempts = attempts + 1, partial_content = '', delta_seq = 0,
     lease_token = $2, lease_message_id = $3, lease_expires_at = now() + make_interval(secs => $4),
-    started_at = coalesce(started_at, now()), updated_at = now(),
+    started_at = coalesce(started_at, now()), updated_at = now(), requeued_at = NULL,
     response_data = NULL, error_code = NULL, error_message = NULL, completed_at = NULL
 WHERE id = $1
   AND (status = 'pending'
        OR (status IN ('processing', 'streaming')
            AND (lease_expires_at < now() OR lease_token = $5)))
 RETURNING attempts, request_data::text
+"""
+
+# After a lost connection: did the claim with this lease commit before the connection died?
+_CLAIMED_BY = """
+SELECT attempts, request_data::text FROM ai_streaming_jobs WHERE id = $1 AND lease_token = $2
+"""
+
+# Jobs whose worker vanished and whose message is gone too (deleted, dead-lettered): the
+# lease ran out long ago and nothing claimed them since. Send them again, or fail them once
+# they have been started `max_attempts` times.
+_SWEEP_ORPHANS = """
+WITH orphans AS (
+    SELECT id FROM ai_streaming_jobs
+    WHERE status IN ('processing', 'streaming')
+      AND lease_expires_at < now() - make_interval(secs => $1)
+      AND (requeued_at IS NULL OR requeued_at < now() - make_interval(secs => $1))
+    ORDER BY lease_expires_at
+    LIMIT 100
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE ai_streaming_jobs j
+SET requeued_at = now(),
+    status = CASE WHEN j.attempts >= $2 THEN 'failed' ELSE j.status END,
+    error_code = CASE WHEN j.attempts >= $2 THEN 'internal' END,
+    error_message = CASE WHEN j.attempts >= $2
+        THEN 'the job was started ' || j.attempts || ' times and never finished' END,
+    completed_at = CASE WHEN j.attempts >= $2 THEN now() END,
+    updated_at = CASE WHEN j.attempts >= $2 THEN now() ELSE j.updated_at END
+FROM orphans o
+WHERE j.id = o.id
+RETURNING j.id, j.status
 """
 
 _INSPECT = """
@@ -211,7 +255,9 @@ class JobStore:
 
     @classmethod
     async def connect(cls, dsn: str, *, pool_size: int = 4) -> JobStore:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=pool_size, server_settings=_SERVER_SETTINGS
+        )
         return cls(pool, dsn)
 
     async def close(self) -> None:
@@ -239,7 +285,7 @@ class JobStore:
             return len(MIGRATIONS) - int(done)
 
     async def ping(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._pooled() as conn:
             await conn.fetchval("SELECT 1")
 
     async def claim(
@@ -253,10 +299,40 @@ class JobStore:
         """Start a new attempt (attempts + 1, text reset) unless the job is ended or leased.
 
         `restart` is the lease of this worker's own broken attempt, which it may take over.
+        Retried across lost connections without ever counting one attempt twice.
         """
         lease = uuid.uuid4()
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(_CLAIM, job_id, lease, message_id, lease_s, restart)
+        async for retry in AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential_jitter(initial=0.1, max=2),
+            stop=stop_after_delay(_CLAIM_RETRY_S),
+            reraise=True,
+        ):
+            with retry:
+                first_try = retry.retry_state.attempt_number == 1
+                return await self._claim(
+                    job_id,
+                    lease=lease,
+                    message_id=message_id,
+                    lease_s=lease_s,
+                    restart=restart,
+                    first_try=first_try,
+                )
+        raise AssertionError("unreachable: AsyncRetrying reraises the last error")
+
+    async def _claim(
+        self,
+        job_id: uuid.UUID,
+        *,
+        lease: uuid.UUID,
+        message_id: str | None,
+        lease_s: float,
+        restart: uuid.UUID | None,
+        first_try: bool,
+    ) -> Claim | ClaimRefused:
+        async with self._pooled() as conn:
+            row = None if first_try else await conn.fetchrow(_CLAIMED_BY, job_id, lease)
+            row = row or await conn.fetchrow(_CLAIM, job_id, lease, message_id, lease_s, restart)
             if row is not None:
                 return Claim(
                     job_id=job_id,
@@ -273,6 +349,17 @@ class JobStore:
             lease_left_s=state["lease_left_s"] or 0.0,
             leased_by_message=state["lease_message_id"],
         )
+
+    async def sweep_orphans(
+        self, *, orphaned_after_s: float, max_attempts: int
+    ) -> list[tuple[uuid.UUID, Status]]:
+        """Mark jobs whose worker and message both vanished; returns (id, status) of each.
+
+        `processing`/`streaming` ones need a fresh message; `failed` ones hit the limit.
+        """
+        async with self._pooled() as conn:
+            rows = await conn.fetch(_SWEEP_ORPHANS, orphaned_after_s, max_attempts)
+        return [(row["id"], Status(row["status"])) for row in rows]
 
     async def insert_job(self, request_data: object) -> uuid.UUID:
         """Write a new `pending` job as the app does (demo and app-side CLI)."""
@@ -348,9 +435,18 @@ class JobStore:
             )
 
     async def purge_deltas(self, *, retention_s: float) -> int:
-        async with self._pool.acquire() as conn:
+        async with self._pooled() as conn:
             result = await conn.execute(_PURGE_DELTAS, retention_s)
         return int(result.split()[-1])
+
+    @contextlib.asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; losing it surfaces as StoreUnavailable (the pool reconnects)."""
+        try:
+            async with self._pool.acquire(timeout=_CONNECT_TIMEOUT_S) as conn:
+                yield conn
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def _writer_connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -361,13 +457,63 @@ class JobStore:
         """
         try:
             if self._writer_conn is None or self._writer_conn.is_closed():
-                self._writer_conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT_S)
+                self._writer_conn = await asyncpg.connect(
+                    self._dsn, timeout=_CONNECT_TIMEOUT_S, server_settings=_SERVER_SETTINGS
+                )
             yield self._writer_conn
         except _CONNECTION_ERRORS as exc:
             conn, self._writer_conn = self._writer_conn, None
             if conn is not None:
                 conn.terminate()
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    # The app's side of the contract (section 7), for `streaming-worker submit/status/cancel`.
+
+    async def job_view(self, job_id: uuid.UUID) -> dict[str, Any] | None:
+        """The row as the app shows it: status, attempts, error, response, text, times."""
+        async with self._pooled() as conn:
+            row = await conn.fetchrow(
+                "SELECT id, status, attempts, error_code, error_message, partial_content,"
+                " response_data::text, coalesce(request_data->>'model', request_data->>'modelId')"
+                " AS model, created_at,"
+                " started_at, updated_at, completed_at FROM ai_streaming_jobs WHERE id = $1",
+                job_id,
+            )
+        if row is None:
+            return None
+        return {**dict(row), "response_data": json.loads(row["response_data"] or "null")}
+
+    async def deltas_after(
+        self, job_id: uuid.UUID, *, attempt: int, seq: int
+    ) -> list[tuple[int, int, str]]:
+        """A client's cursor read: `(attempt, seq, content)` after the cursor, in order."""
+        async with self._pooled() as conn:
+            rows = await conn.fetch(
+                "SELECT attempt, seq, content FROM ai_streaming_job_deltas"
+                " WHERE job_id = $1 AND (attempt, seq) > ($2, $3) ORDER BY attempt, seq",
+                job_id,
+                attempt,
+                seq,
+            )
+        return [(row["attempt"], row["seq"], row["content"]) for row in rows]
+
+    async def cancel_job(self, job_id: uuid.UUID) -> tuple[bool, Status | None]:
+        """Set `cancelled` as the app does, unless the job already ended.
+
+        Returns (whether this call cancelled it, the status now; None when there is no row).
+        """
+        async with self._pooled() as conn:
+            cancelled = await conn.fetchval(
+                "UPDATE ai_streaming_jobs SET status = 'cancelled', updated_at = now(),"
+                " completed_at = coalesce(completed_at, now())"
+                " WHERE id = $1 AND status IN ('pending', 'processing', 'streaming')"
+                " RETURNING true",
+                job_id,
+            )
+            value = await conn.fetchval(
+                "SELECT status FROM ai_streaming_jobs WHERE id = $1", job_id
+            )
+        return bool(cancelled), None if value is None else Status(value)
 
 
 def _json_or_none(value: dict[str, Any] | None) -> str | None:

@@ -48,6 +48,9 @@ class QueuePolicy:
     receive_wait_s: int
     visibility_timeout_s: int
     lease_s: float
+    # Past this, a running job's message is no longer kept invisible (a wedged job's message
+    # comes back and its lease decides who runs it).
+    max_invisible_s: float
 
 
 class Supervisor:
@@ -72,6 +75,8 @@ class Supervisor:
         self._grace_s = shutdown_grace_s
         self._mode = mode
         self._running: dict[asyncio.Task[None], Delivery] = {}
+        # Messages kept invisible by the heartbeat, with when each was received.
+        self._invisible: dict[str, tuple[Delivery, float]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self.outcomes: Counter[str] = Counter()
@@ -144,11 +149,14 @@ class Supervisor:
     def _start(self, delivery: Delivery) -> None:
         task = asyncio.create_task(self._handle(delivery), name=f"job-{delivery.message_id}")
         self._running[task] = delivery
+        self._invisible[delivery.receipt_handle] = (delivery, time.monotonic())
         metrics.JOBS_IN_FLIGHT.set(len(self._running))
         task.add_done_callback(self._job_done)
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
+        delivery = self._running.pop(task, None)
+        if delivery is not None:
+            self._invisible.pop(delivery.receipt_handle, None)
         metrics.JOBS_IN_FLIGHT.set(len(self._running))
         self._slot_freed.set()
 
@@ -175,7 +183,7 @@ class Supervisor:
             self.outcomes[await self._process(delivery)] += 1
         except asyncio.CancelledError:
             self.outcomes["released"] += 1
-            await self._settle_message(self._queue.set_visibility(delivery, seconds=0))
+            await self._show_again(delivery, seconds=0)
             log.info("job_released")
             raise
         except Exception:
@@ -188,7 +196,7 @@ class Supervisor:
         if delivery.job_id is None:
             metrics.POISON_MESSAGES.labels(delivery.poison_reason or "unknown").inc()
             log.warning("poison_message", reason=delivery.poison_reason)
-            await self._settle_message(self._queue.delete(delivery))
+            await self._delete(delivery)
             return "poison"
         claim = await self._store.claim(
             delivery.job_id, message_id=delivery.message_id, lease_s=self._policy.lease_s
@@ -205,21 +213,21 @@ class Supervisor:
             seconds = min(5 * delivery.receive_count, 60)
             metrics.MESSAGES_DEFERRED.labels("no_row").inc()
             log.info("job_row_missing", retry_in_s=seconds)
-            await self._settle_message(self._queue.set_visibility(delivery, seconds=seconds))
+            await self._show_again(delivery, seconds=seconds)
             return "missing"
         if refusal.status is not None and refusal.status.is_terminal:
             log.info("job_already_ended", status=refusal.status.value)
-            await self._settle_message(self._queue.delete(delivery))
+            await self._delete(delivery)
             return refusal.status.value
         if refusal.leased_by_message == delivery.message_id:
             # Our own message came back while its attempt's lease still runs: that worker
             # may be dead, so look again once the lease has expired.
             seconds = int(refusal.lease_left_s) + 1
             metrics.MESSAGES_DEFERRED.labels("lease_held").inc()
-            await self._settle_message(self._queue.set_visibility(delivery, seconds=seconds))
+            await self._show_again(delivery, seconds=seconds)
             return "deferred"
         log.info("duplicate_delivery")
-        await self._settle_message(self._queue.delete(delivery))
+        await self._delete(delivery)
         return "duplicate"
 
     async def _after(self, delivery: Delivery, outcome: Outcome) -> str:
@@ -227,9 +235,9 @@ class Supervisor:
             log.warning("lease_lost")
             return "lost"
         if outcome.status.is_terminal:
-            await self._settle_message(self._queue.delete(delivery))
+            await self._delete(delivery)
         elif outcome.status is Status.PENDING:
-            await self._settle_message(self._queue.set_visibility(delivery, seconds=0))
+            await self._show_again(delivery, seconds=0)
         error = outcome.error
         log.info(
             "job_finished",
@@ -238,23 +246,35 @@ class Supervisor:
         )
         return outcome.status.value
 
-    async def _settle_message(self, call: Awaitable[None]) -> None:
-        # The row is the truth: a failed delete only means the message comes back and is
-        # then recognised as ended.
+    async def _delete(self, delivery: Delivery) -> None:
+        self._invisible.pop(delivery.receipt_handle, None)
         try:
-            await call
+            await self._queue.delete(delivery)
         except QueueUnavailable as error:
-            log.warning("message_settle_failed", error=str(error))
+            # The row is the truth: the message comes back and is then seen to be done.
+            log.warning("message_delete_failed", error=str(error))
+
+    async def _show_again(self, delivery: Delivery, *, seconds: int) -> None:
+        """Make the message visible again in `seconds` (0: now) for this or another worker."""
+        self._invisible.pop(delivery.receipt_handle, None)
+        try:
+            await self._queue.set_visibility(delivery, seconds=seconds)
+        except QueueUnavailable as error:
+            # It still comes back, only later: when its visibility timeout runs out.
+            log.warning("message_retime_failed", error=str(error))
 
     async def _extend_visibility(self) -> None:
-        """Keep running jobs' messages invisible while they run (one batch call per tick)."""
-        period_s = self._policy.visibility_timeout_s / 3
+        """Keep running jobs' messages invisible, a third of the timeout ahead, in batches."""
+        timeout_s = self._policy.visibility_timeout_s
         while True:
-            await asyncio.sleep(period_s)
-            deliveries = list(self._running.values())
+            await asyncio.sleep(timeout_s / 3)
+            oldest = time.monotonic() - self._policy.max_invisible_s
+            deliveries = [d for d, since in self._invisible.values() if since > oldest]
             if deliveries:
-                with contextlib.suppress(QueueUnavailable):
-                    await self._queue.extend(deliveries, seconds=self._policy.visibility_timeout_s)
+                try:
+                    await self._queue.extend(deliveries, seconds=timeout_s)
+                except QueueUnavailable as error:
+                    log.warning("visibility_extend_failed", error=str(error))
 
     async def _until_stopped(self, work: Awaitable[T]) -> T | None:
         """Await `work` unless shutdown begins first, in which case cancel it and return None."""

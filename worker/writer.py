@@ -25,6 +25,9 @@ from worker.store import FlushItem, FlushResult, JobStore, StoreUnavailable
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# How often a job without new text is written anyway (contract: cancel noticed within 2 s).
+IDLE_CHECK_S = 1.0
+
 
 class JobStopped(Exception):
     """The row says stop: the app cancelled the job, or another attempt took it over."""
@@ -176,10 +179,12 @@ class StreamWriter:
             self._settle(taken, result, committed)
 
     def _due(self, buffer: JobBuffer, now: float) -> bool:
+        # A job with nothing new still joins a flush every second: the write renews its
+        # lease and is how a job still waiting for its first token learns it was cancelled.
         return (
             buffer.pending_chars > 0
             or buffer.outcome is not None
-            or now - buffer.last_write >= self._lease_s / 3
+            or now - buffer.last_write >= min(IDLE_CHECK_S, self._lease_s / 3)
         )
 
     def _take(self, buffer: JobBuffer, now: float) -> _Taken:
