@@ -354,3 +354,20 @@ async def test_a_job_cancelled_before_its_first_token_stops_within_two_seconds(
     record = await row(db, job_id)
     assert (record["status"], record["partial_content"]) == ("cancelled", "")
     assert record["completed_at"] is not None
+
+
+async def test_the_heartbeat_keeps_a_long_job_from_being_delivered_again(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    text = f"Longer than the visibility timeout {uuid.uuid4()} [[sim tokens=260 tps=20]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain", WORKER_VISIBILITY_TIMEOUT_S="5")
+    assert await worker.wait(60) == 0, worker.output
+
+    await assert_exact(db, {job_id: text}, 260)
+    assert (await row(db, job_id))["attempts"] == 1
+    assert requests_for(simulator_url, text) == 1
+    # Thirteen seconds of streaming with a 5 s timeout: never seen again while it ran.
+    assert '"job_claimed"' in worker.output
+    assert worker.output.count('"job_claimed"') == 1
+    assert '"duplicate_delivery"' not in worker.output
