@@ -99,7 +99,8 @@ async def run_worker(settings: Settings, *, mode: Mode) -> int:
             shutdown_grace_s=settings.shutdown_grace_s,
             mode=mode,
         )
-        stall_limit_s = settings.receive_wait_s + 30.0
+        # A receive round takes up to the long poll plus SQS's own retries.
+        stall_limit_s = max(settings.health_stall_s, settings.receive_wait_s + 5.0)
         async with (
             endpoints.serve(
                 port=settings.metrics_port,
@@ -172,10 +173,14 @@ async def _housekeeping(
             max_attempts=settings.max_attempts,
         )
 
+    async def measure() -> None:
+        await housekeeping.measure_queue(queue)
+
     async with asyncio.TaskGroup() as group:
         tasks = [
             group.create_task(housekeeping.every(settings.delta_sweep_interval_s, purge)),
             group.create_task(housekeeping.every(settings.orphan_sweep_interval_s, requeue)),
+            group.create_task(housekeeping.every(settings.queue_depth_interval_s, measure)),
         ]
         try:
             yield

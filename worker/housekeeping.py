@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from worker import metrics
 from worker.jobs import Status
 from worker.queue import JobQueue
 from worker.store import JobStore
@@ -43,3 +44,9 @@ async def requeue_orphans(
         else:
             await queue.send(job_id)
             log.warning("orphan_requeued", job_id=str(job_id))
+
+
+async def measure_queue(queue: JobQueue) -> None:
+    """Export the queue's (and its DLQ's) depth: one call per queue per round, not per receive."""
+    for name, counts in (await queue.depth()).items():
+        metrics.queue_depth(name, counts)

@@ -18,6 +18,11 @@ from worker.jobs import Delivery
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 10  # SQS's limit per receive and per batch call
+_DEPTH_ATTRIBUTES = {
+    "ApproximateNumberOfMessages": "visible",
+    "ApproximateNumberOfMessagesNotVisible": "in_flight",
+    "ApproximateNumberOfMessagesDelayed": "delayed",
+}
 
 
 class QueueUnavailable(Exception):
@@ -117,6 +122,35 @@ class JobQueue:
                 QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout_s)}
             )
         return str(response["QueueUrl"])
+
+    async def depth(self) -> dict[str, dict[str, int]]:
+        """Messages by state in the queue and, where a redrive policy names one, its DLQ."""
+        counts = {"jobs": await self._counts(self._url)}
+        dead_letters = await self._dead_letter_url()
+        if dead_letters is not None:
+            counts["dlq"] = await self._counts(dead_letters)
+        return counts
+
+    async def _counts(self, url: str) -> dict[str, int]:
+        async with _unavailable_on_error("get_queue_attributes"):
+            response = await self._client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=list(_DEPTH_ATTRIBUTES)
+            )
+        attributes = response.get("Attributes", {})
+        return {state: int(attributes.get(name, 0)) for name, state in _DEPTH_ATTRIBUTES.items()}
+
+    async def _dead_letter_url(self) -> str | None:
+        async with _unavailable_on_error("get_queue_attributes"):
+            response = await self._client.get_queue_attributes(
+                QueueUrl=self._url, AttributeNames=["RedrivePolicy"]
+            )
+            policy = response.get("Attributes", {}).get("RedrivePolicy")
+            if not policy:
+                return None
+            arn = json.loads(policy)["deadLetterTargetArn"]
+            _, _, _, _, account, name = arn.split(":")
+            found = await self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+        return str(found["QueueUrl"])
 
     async def ping(self) -> None:
         async with _unavailable_on_error("get_queue_attributes"):

@@ -68,31 +68,53 @@ class JobRunner:
     async def run(self, claim: Claim, *, message_id: str | None) -> Outcome:
         """Run the job; cancelling this coroutine hands the job back (status `pending`)."""
         started = time.monotonic()
-        if claim.attempt > self._max_attempts:
-            # Its workers kept vanishing mid-job (a crash, OOM kill): stop trying.
-            error = InternalError(
-                f"the job was started {claim.attempt - 1} times and never finished"
-            )
-            return await self._end(self._writer.open(claim), Outcome(Status.FAILED, error=error))
+        structlog.contextvars.bind_contextvars(attempt=claim.attempt)
         try:
-            request = parse_request(claim.request_data)
-            target = self._llm.resolve(request)
+            request, target = self._prepare(claim)
         except JobError as error:
-            return await self._end(self._writer.open(claim), Outcome(Status.FAILED, error=error))
+            outcome = await self._end(self._writer.open(claim), Outcome(Status.FAILED, error=error))
+            _record(outcome, model_label="none", started=started)
+            return outcome
+        structlog.contextvars.bind_contextvars(model=target.model, model_label=_label(target))
+        outcome = await self._attempts(claim, target, request, message_id, started)
+        _record(outcome, model_label=_label(target), started=started)
+        return outcome
+
+    def _prepare(self, claim: Claim) -> tuple[JobRequest, Target]:
+        if claim.attempt > self._max_attempts:
+            # Its workers kept vanishing mid-job (a crash, an OOM kill): stop trying.
+            starts = claim.attempt - 1
+            raise InternalError(f"the job was started {starts} times and never finished")
+        request = parse_request(claim.request_data)
+        target = self._llm.resolve(request)
         if request.ignored_options:
             log.warning("options_ignored", options=list(request.ignored_options))
+        return request, target
+
+    async def _attempts(
+        self,
+        claim: Claim,
+        target: Target,
+        request: JobRequest,
+        message_id: str | None,
+        started: float,
+    ) -> Outcome:
+        """Attempt after attempt until an outcome: a broken stream starts over from empty text."""
         while True:
             buffer = self._writer.open(claim)
             try:
                 outcome = await self._attempt(buffer, target, request, started)
             except _TextArrived as broken:
+                metrics.ATTEMPTS_RESTARTED.labels(_label(target)).inc()
                 restarted = await self._restart(buffer, broken.cause, message_id=message_id)
                 if isinstance(restarted, Outcome):
                     return restarted
                 claim = restarted
+                structlog.contextvars.bind_contextvars(attempt=claim.attempt)
                 continue
             except asyncio.CancelledError:
                 await self._writer.finish(buffer, Outcome(Status.PENDING))
+                metrics.JOBS_RELEASED.inc()
                 raise
             return await self._end(buffer, outcome)
 
@@ -101,7 +123,13 @@ class JobRunner:
     ) -> Outcome:
         parts: list[str] = []
         try:
-            async with buffer.stoppable(), asyncio.timeout(self._timeouts.job_s):
+            # The provider's slot is awaited outside the first-token timeout: a job queued
+            # behind its provider's limit waits (up to the job timeout) instead of failing.
+            async with (
+                buffer.stoppable(),
+                asyncio.timeout(self._timeouts.job_s),
+                self._llm.permit(target),
+            ):
                 result = await self._stream(buffer, target, request, parts)
         except JobStopped as stopped:
             if not stopped.cancelled:
@@ -151,6 +179,9 @@ class JobRunner:
                     parts.append(text)
                     buffer.append(text)
                     deadline.reschedule(loop.time() + stall_s)
+            metrics.STREAM_DURATION.labels(_label(target), result.provider or "unknown").observe(
+                time.monotonic() - result.started_at
+            )
         except TimeoutError:
             if parts:
                 raise _TextArrived(
@@ -235,10 +266,35 @@ def _partial_response(usage: Usage, target: Target) -> dict[str, Any]:
 
 def _first_token(result: StreamResult, target: Target) -> None:
     result.first_token_at = time.monotonic()
-    metrics.TIME_TO_FIRST_TOKEN.labels(target.model).observe(
+    provider = result.provider or "unknown"
+    structlog.contextvars.bind_contextvars(provider=provider)
+    metrics.TIME_TO_FIRST_TOKEN.labels(_label(target), provider).observe(
         result.first_token_at - result.started_at
     )
     log.info("first_token")
+
+
+def _label(target: Target) -> str:
+    """The `model` label: a models-file name; LiteLLM strings jobs chose stay unnamed."""
+    return target.model if target.routed else "unlisted"
+
+
+def _record(outcome: Outcome, *, model_label: str, started: float) -> None:
+    """Count a finished job (a handed-back or taken-over one is not finished)."""
+    if outcome.status is None or not outcome.status.is_terminal:
+        return
+    response = outcome.response_data or {}
+    usage = response.get("usage") or {}
+    metrics.job_finished(
+        outcome=outcome.status.value,
+        model=model_label,
+        provider=response.get("provider") or "none",
+        error_code="" if outcome.error is None else outcome.error.code.value,
+        duration_s=time.monotonic() - started,
+        prompt_tokens=usage.get("prompt_tokens", 0),
+        completion_tokens=usage.get("completion_tokens", 0),
+        cost_usd=response.get("cost_usd"),
+    )
 
 
 def _retryable(error: BaseException) -> bool:
@@ -257,5 +313,6 @@ def _wait_honouring_retry_after(state: RetryCallState) -> float:
 def _log_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
     code = error.code.value if isinstance(error, JobError) else "internal"
-    metrics.PROVIDER_RETRIES.labels(code).inc()
+    context = structlog.contextvars.get_contextvars()
+    metrics.PROVIDER_RETRIES.labels(context.get("model_label", "none"), code).inc()
     log.warning("provider_retry", retry=state.attempt_number, error_code=code)

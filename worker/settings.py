@@ -54,5 +54,8 @@ class Settings(BaseSettings):
     stall_timeout_s: float = Field(60.0, gt=0)
     job_timeout_s: float = Field(900.0, gt=0)
 
+    queue_depth_interval_s: float = Field(15.0, gt=0)
+    health_stall_s: float = Field(60.0, gt=0)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

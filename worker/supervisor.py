@@ -24,7 +24,7 @@ from tenacity import (
 )
 
 from worker import metrics
-from worker.jobs import Delivery, Outcome, Status
+from worker.jobs import Delivery, Outcome
 from worker.queue import JobQueue, QueueUnavailable
 from worker.runner import JobRunner
 from worker.store import ClaimRefused, JobStore
@@ -203,7 +203,10 @@ class Supervisor:
         )
         if isinstance(claim, ClaimRefused):
             return await self._refused(delivery, claim)
-        log.info("job_claimed", attempt=claim.attempt, queue_wait_s=_queue_wait_s(delivery))
+        queue_wait_s = _queue_wait_s(delivery)
+        if queue_wait_s is not None:
+            metrics.QUEUE_WAIT.observe(queue_wait_s)
+        log.info("job_claimed", attempt=claim.attempt, queue_wait_s=queue_wait_s)
         outcome = await self._runner.run(claim, message_id=delivery.message_id)
         return await self._after(delivery, outcome)
 
@@ -234,15 +237,12 @@ class Supervisor:
         if outcome.status is None:
             log.warning("lease_lost")
             return "lost"
-        if outcome.status.is_terminal:
-            await self._delete(delivery)
-        elif outcome.status is Status.PENDING:
-            await self._show_again(delivery, seconds=0)
+        await self._delete(delivery)
         error = outcome.error
         log.info(
-            "job_finished",
-            status=outcome.status.value,
+            f"job_{outcome.status.value}",  # job_completed, job_failed, job_cancelled
             error_code=None if error is None else error.code.value,
+            error=None if error is None else error.message,
         )
         return outcome.status.value
 
