@@ -70,11 +70,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE ai_streaming_jobs ADD COLUMN IF NOT EXISTS requeued_at timestamptz;
     """,
+    # The row is no longer written on every flush (the deltas are): its fence counts only
+    # the deltas whose text `partial_content` already holds.
+    """
+    ALTER TABLE ai_streaming_jobs RENAME COLUMN delta_seq TO content_seq;
+    """,
 )
 
 _CLAIM = """
 UPDATE ai_streaming_jobs
-SET status = 'processing', attempts = attempts + 1, partial_content = '', delta_seq = 0,
+SET status = 'processing', attempts = attempts + 1, partial_content = '', content_seq = 0,
     lease_token = $2, lease_message_id = $3, lease_expires_at = now() + make_interval(secs => $4),
     started_at = coalesce(started_at, now()), updated_at = now(), requeued_at = NULL,
     response_data = NULL, error_code = NULL, error_message = NULL, completed_at = NULL
@@ -122,51 +127,56 @@ SELECT status, lease_message_id,
 FROM ai_streaming_jobs WHERE id = $1
 """
 
-# One statement per flush for every job at once. The update is fenced by the lease and by
-# the last committed delta seq, so a batch retried after an ambiguous failure applies at
-# most once; the final SELECT reports each job's state *before* the statement, which tells
-# "already applied" from "cancelled by the app" from "claimed by another worker".
+# One statement per flush for every job at once. Each job's new text becomes one delta row,
+# inserted only while the job's lease is still this attempt's; ON CONFLICT makes a batch
+# retried after an ambiguous failure insert nothing twice. The job's row is written only
+# when something about it changes (status, a `partial_content` refresh, the lease), and a
+# refresh is fenced by `content_seq` so that it too applies once. The final SELECT reports
+# every job's state *before* the statement: "already applied" vs "cancelled by the app" vs
+# "claimed by another worker".
 _FLUSH = """
 WITH batch AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::int[],
-                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::float8[]) WITH ORDINALITY
-        AS b(id, lease, attempt, prev_seq, new_seq, delta, refresh, status,
-             response_data, error_code, error_message, lease_s, ord)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::text[],
+                         $6::text[], $7::int[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::bool[]) WITH ORDINALITY
+        AS b(id, lease, attempt, seq, delta, refresh, refresh_from, status, response_data,
+             error_code, error_message, touch, ord)
 ),
-before AS (
-    SELECT j.id, j.status, j.lease_token, j.delta_seq
-    FROM ai_streaming_jobs j JOIN batch b ON b.id = j.id
+current AS (
+    SELECT b.ord, j.id, j.status, j.lease_token = b.lease AS leased, j.content_seq,
+           j.lease_token = b.lease AND j.status IN ('processing', 'streaming') AS active
+    FROM batch b LEFT JOIN ai_streaming_jobs j ON j.id = b.id
+),
+inserted AS (
+    INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content)
+    SELECT b.id, b.attempt, b.seq, b.delta
+    FROM batch b JOIN current c ON c.ord = b.ord
+    WHERE c.active AND b.delta <> ''
+    ON CONFLICT DO NOTHING
 ),
 updated AS (
     UPDATE ai_streaming_jobs j
-    SET status = coalesce(b.status, CASE WHEN b.new_seq > 0 THEN 'streaming' ELSE j.status END),
+    SET status = coalesce(b.status, j.status),
         partial_content = CASE WHEN b.refresh IS NULL THEN j.partial_content
                                ELSE j.partial_content || b.refresh END,
-        delta_seq = b.new_seq,
-        updated_at = CASE WHEN b.new_seq > b.prev_seq OR b.status IS NOT NULL
+        content_seq = CASE WHEN b.refresh IS NULL THEN j.content_seq ELSE b.seq END,
+        updated_at = CASE WHEN b.refresh IS NOT NULL OR b.status IS NOT NULL
                           THEN now() ELSE j.updated_at END,
-        lease_expires_at = now() + make_interval(secs => b.lease_s),
+        lease_expires_at = now() + make_interval(secs => $13),
         response_data = coalesce(b.response_data::jsonb, j.response_data),
         error_code = coalesce(b.error_code, j.error_code),
         error_message = coalesce(b.error_message, j.error_message),
         completed_at = CASE WHEN b.status IN ('completed', 'failed') THEN now()
                             ELSE j.completed_at END
     FROM batch b
-    WHERE j.id = b.id AND j.lease_token = b.lease AND j.delta_seq = b.prev_seq
+    WHERE b.touch AND j.id = b.id AND j.lease_token = b.lease
       AND j.status IN ('processing', 'streaming')
+      AND (b.refresh IS NULL OR j.content_seq = b.refresh_from)
     RETURNING j.id
-),
-inserted AS (
-    INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content)
-    SELECT b.id, b.attempt, b.new_seq, b.delta
-    FROM batch b JOIN updated u ON u.id = b.id
-    WHERE b.new_seq > b.prev_seq
 )
-SELECT b.id, u.id IS NOT NULL AS applied, f.status, f.lease_token = b.lease AS owned,
-       f.delta_seq
-FROM batch b LEFT JOIN before f ON f.id = b.id LEFT JOIN updated u ON u.id = b.id
-ORDER BY b.ord
+SELECT c.status, coalesce(c.leased, false) AS leased, c.content_seq, u.id IS NOT NULL AS updated
+FROM current c LEFT JOIN updated u ON u.id = c.id
+ORDER BY c.ord
 """
 
 # A cancelled row keeps its status and text; the worker only fills in what the app left empty.
@@ -212,23 +222,22 @@ class ClaimRefused:
 
 @dataclass(frozen=True, slots=True)
 class FlushItem:
-    """One job's share of a flush. `new_seq > prev_seq` when it carries a delta."""
+    """One job's share of a flush: a delta numbered `seq` if it has new text, and a row
+    update if `touch`; `refresh` is appended to `partial_content` where it held
+    `refresh_from` deltas' text."""
 
     job_id: uuid.UUID
     lease: uuid.UUID
     attempt: int
-    prev_seq: int
+    seq: int
     delta: str
     refresh: str | None
+    refresh_from: int
     status: Status | None
     response_data: dict[str, Any] | None
     error_code: str | None
     error_message: str | None
-    lease_s: float
-
-    @property
-    def new_seq(self) -> int:
-        return self.prev_seq + 1 if self.delta else self.prev_seq
+    touch: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,11 +247,11 @@ class FlushResult:
     job_id: uuid.UUID
     applied: bool
     status: Status | None
-    owned: bool
+    leased: bool
 
     @property
     def cancelled(self) -> bool:
-        return not self.applied and self.owned and self.status is Status.CANCELLED
+        return not self.applied and self.leased and self.status is Status.CANCELLED
 
 
 class JobStore:
@@ -398,7 +407,7 @@ class JobStore:
             )
         return None if value is None else Status(value)
 
-    async def write_flush(self, items: Sequence[FlushItem]) -> list[FlushResult]:
+    async def write_flush(self, items: Sequence[FlushItem], *, lease_s: float) -> list[FlushResult]:
         """Commit one flush in a single statement; results come in the items' order.
 
         Retry-safe as a whole. At most one item per job: one attempt owns a job at a time.
@@ -409,15 +418,16 @@ class JobStore:
                 [item.job_id for item in items],
                 [item.lease for item in items],
                 [item.attempt for item in items],
-                [item.prev_seq for item in items],
-                [item.new_seq for item in items],
+                [item.seq for item in items],
                 [item.delta for item in items],
                 [item.refresh for item in items],
+                [item.refresh_from for item in items],
                 [None if item.status is None else item.status.value for item in items],
                 [_json_or_none(item.response_data) for item in items],
                 [item.error_code for item in items],
                 [item.error_message for item in items],
-                [item.lease_s for item in items],
+                [item.touch for item in items],
+                lease_s,
                 timeout=_STATEMENT_TIMEOUT_S,
             )
         return [_flush_result(row, item) for row, item in zip(rows, items, strict=True)]
@@ -522,15 +532,12 @@ def _json_or_none(value: dict[str, Any] | None) -> str | None:
 
 def _flush_result(row: asyncpg.Record, item: FlushItem) -> FlushResult:
     status = None if row["status"] is None else Status(row["status"])
-    owned = bool(row["owned"])
-    applied = bool(row["applied"]) or (
-        # The same batch committed before and this is its retry: the row already shows it.
-        owned
-        and row["delta_seq"] == item.new_seq
-        and (status is item.status or (item.status is None and not _ended(status)))
-    )
-    return FlushResult(job_id=item.job_id, applied=applied, status=status, owned=owned)
-
-
-def _ended(status: Status | None) -> bool:
-    return status is None or status.is_terminal
+    leased = bool(row["leased"])
+    if leased and status in (Status.PROCESSING, Status.STREAMING):
+        # A row update that did not apply although the lease is ours: only a retried batch
+        # whose refresh already committed does that, and then the row shows its seq.
+        applied = not item.touch or bool(row["updated"]) or row["content_seq"] == item.seq
+    else:
+        # The same batch committed before and ended the attempt: this is its retry.
+        applied = leased and item.status is not None and status is item.status
+    return FlushResult(job_id=item.job_id, applied=applied, status=status, leased=leased)

@@ -19,13 +19,13 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from worker import metrics
-from worker.jobs import Claim, Outcome
+from worker.jobs import Claim, Outcome, Status
 from worker.store import FlushItem, FlushResult, JobStore, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-# How often a job without new text is written anyway (contract: cancel noticed within 2 s).
+# How often a job without new text is looked at anyway (contract: cancel noticed within 2 s).
 IDLE_CHECK_S = 1.0
 
 
@@ -44,13 +44,16 @@ class JobBuffer:
     claim: Claim
     max_chars: int
     wake_writer: Callable[[], None]
-    seq: int = 0
+    seq: int = 0  # the last delta committed
+    content_seq: int = 0  # the last delta whose text `partial_content` holds
+    streaming: bool = False  # the row says `streaming`
     pending: list[str] = field(default_factory=list)
     pending_chars: int = 0
     pending_since: float | None = None
     unrefreshed: list[str] = field(default_factory=list)
     unrefreshed_since: float | None = None
-    last_write: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    last_renewed: float = field(default_factory=time.monotonic)
     outcome: Outcome | None = None
     finished: asyncio.Future[FlushResult] | None = None
     refusal: FlushResult | None = None
@@ -170,8 +173,9 @@ class StreamWriter:
         if not batch:
             return
         started = time.perf_counter()
+        items = [taken.item for taken in batch]
         results = await self._retrying(
-            lambda: self._store.write_flush([taken.item for taken in batch])
+            lambda: self._store.write_flush(items, lease_s=self._lease_s)
         )
         metrics.observe_flush(seconds=time.perf_counter() - started, rows=len(batch))
         committed = time.monotonic()
@@ -179,12 +183,12 @@ class StreamWriter:
             self._settle(taken, result, committed)
 
     def _due(self, buffer: JobBuffer, now: float) -> bool:
-        # A job with nothing new still joins a flush every second: the write renews its
-        # lease and is how a job still waiting for its first token learns it was cancelled.
+        # A job with nothing new still joins a flush every second, read-only: that is how a
+        # job waiting for its first token (or stalled) learns the app cancelled it.
         return (
             buffer.pending_chars > 0
             or buffer.outcome is not None
-            or now - buffer.last_write >= min(IDLE_CHECK_S, self._lease_s / 3)
+            or now - buffer.last_seen >= IDLE_CHECK_S
         )
 
     def _take(self, buffer: JobBuffer, now: float) -> _Taken:
@@ -193,23 +197,28 @@ class StreamWriter:
         if delta and buffer.unrefreshed_since is None:
             buffer.unrefreshed_since = text_since
         outcome = buffer.outcome
+        status = outcome.status if outcome is not None else None
+        if status is None and delta and not buffer.streaming:
+            status = Status.STREAMING  # the first text shows with the first flush
         refresh = None
         if outcome is not None or self._refresh_due(buffer, now):
             refresh = "".join(buffer.unrefreshed) + delta
+        renew = now - buffer.last_renewed >= self._lease_s / 3
         buffer.pending, buffer.pending_chars, buffer.pending_since = [], 0, None
         error = None if outcome is None else outcome.error
         item = FlushItem(
             job_id=buffer.claim.job_id,
             lease=buffer.claim.lease,
             attempt=buffer.claim.attempt,
-            prev_seq=buffer.seq,
+            seq=buffer.seq + 1 if delta else buffer.seq,
             delta=delta,
             refresh=refresh,
-            status=None if outcome is None else outcome.status,
+            refresh_from=buffer.content_seq,
+            status=status,
             response_data=None if outcome is None else outcome.response_data,
             error_code=None if error is None else error.code.value,
             error_message=None if error is None else error.message,
-            lease_s=self._lease_s,
+            touch=status is not None or refresh is not None or renew,
         )
         return _Taken(buffer=buffer, item=item, text_since=text_since)
 
@@ -225,16 +234,21 @@ class StreamWriter:
             self._buffers.pop(buffer.claim.lease, None)
             buffer.refuse(result)
             return
-        buffer.seq = item.new_seq
-        buffer.last_write = committed
+        buffer.seq = item.seq
+        buffer.last_seen = committed
+        if item.touch:
+            buffer.last_renewed = committed
         if taken.text_since is not None:
             metrics.observe_visibility_lag(committed - taken.text_since)
         if item.refresh is not None:
+            buffer.content_seq = item.seq
             buffer.unrefreshed.clear()
             buffer.unrefreshed_since = None
         elif item.delta:
             buffer.unrefreshed.append(item.delta)
-        if item.status is not None:
+        if item.status is Status.STREAMING:
+            buffer.streaming = True
+        elif item.status is not None:
             self._buffers.pop(buffer.claim.lease, None)
             if buffer.finished is not None and not buffer.finished.done():
                 buffer.finished.set_result(result)
