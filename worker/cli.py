@@ -7,9 +7,12 @@ import asyncio
 import sys
 import uuid
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 DESCRIPTION = """\
 Runs LLM streaming jobs: receives job ids from SQS, streams each answer through LiteLLM and
@@ -43,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole pipeline locally: no AWS account, no keys",
         description="Start an in-process SQS server and the LLM simulator, submit jobs as the "
-        "app does, run the worker until they are done and show them streaming. Uses "
-        "DATABASE_URL, else the local PostgreSQL's `streaming_worker_demo` database.",
+        "app does, run the worker until they are done and show them streaming; Ctrl-C stops "
+        "it gracefully. Reads DATABASE_URL only; when it is unset, uses the local PostgreSQL "
+        "(postgresql://postgres@127.0.0.1:5432, database `streaming_worker_demo`), else an "
+        "embedded one (the `pgserver` package: pip install -e '.[demo]').",
     )
     demo.add_argument("--jobs", type=int, default=8, help="how many jobs (default 8)")
     demo.add_argument("--tokens", type=int, default=120, help="tokens per answer (default 120)")
@@ -52,12 +57,67 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokens-per-s", type=float, default=40, help="streaming speed per job (default 40)"
     )
     demo.add_argument("--concurrency", type=int, default=8, help="WORKER_CONCURRENCY (default 8)")
+    demo.add_argument(
+        "--short",
+        action="store_true",
+        help="a few small, fast jobs (for CI): 3 jobs of 24 tokens at 200 tokens/s",
+    )
+    demo.add_argument(
+        "--embedded-postgres",
+        action="store_true",
+        help="use the embedded PostgreSQL (pgserver) even if DATABASE_URL is set or a local "
+        "server is running",
+    )
+    _add_client_commands(commands)
     commands.add_parser(
         "simulate-llm",
         help="serve the OpenAI-compatible LLM simulator (see --help)",
         add_help=False,
     )
     return parser
+
+
+_CLIENT_COMMANDS = ("submit", "status", "cancel")
+_CLIENT_SETTINGS = "Reads DATABASE_URL"
+_QUEUE_SETTINGS = "SQS_QUEUE_URL, AWS_ENDPOINT_URL_SQS, AWS_REGION and the AWS credential chain"
+
+
+def _add_client_commands(commands: Any) -> None:
+    """`submit`, `status`, `cancel`: what the app does, from a shell (worker/client.py)."""
+    submit = commands.add_parser(
+        "submit",
+        help="submit a job as the app does (prints its id; --follow prints the answer)",
+        description="Insert a `pending` row into ai_streaming_jobs and send its SQS message "
+        '{"jobId": ...}, exactly as the app does, then print the job id. With --follow, '
+        "print the answer as it grows (from ai_streaming_job_deltas, with a cursor) and exit "
+        "by the job's end: 0 completed or cancelled, 1 failed. "
+        f"{_CLIENT_SETTINGS}, {_QUEUE_SETTINGS}.",
+    )
+    submit.add_argument("prompt", help="the user message")
+    submit.add_argument("--model", required=True, help="a model_name from the worker's models file")
+    submit.add_argument("--system", help="a system message before the prompt")
+    submit.add_argument("--temperature", type=float, help="options.temperature")
+    submit.add_argument("--max-tokens", type=int, help="options.max_tokens")
+    submit.add_argument(
+        "--follow", action="store_true", help="print the answer as it grows, until the job ends"
+    )
+    status = commands.add_parser(
+        "status",
+        help="show a job's status, attempts, error and usage",
+        description="Print a job's row as the app sees it: status, model, attempts, error "
+        "code and message, usage and cost, text length and times. Exit 2 if there is no such "
+        f"job. {_CLIENT_SETTINGS}.",
+    )
+    status.add_argument("job_id", type=uuid.UUID, metavar="JOB_ID", help="the job's id (a uuid)")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel a job unless it already ended",
+        description="Set a job `cancelled` as the app does, only if it has not ended; a "
+        "worker streaming it stops within 2 s and keeps the text so far. Exit 0 when it is "
+        f"cancelled, 1 when it had already ended, 2 if there is no such job. {_CLIENT_SETTINGS}.",
+    )
+    cancel.add_argument("job_id", type=uuid.UUID, metavar="JOB_ID", help="the job's id (a uuid)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,24 +136,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as error:
         print(f"streaming-worker: invalid settings:\n{error}", file=sys.stderr)
         return 2
-    # The demo's own view is the output; the worker's events would drown it.
-    level = "warning" if args.command == "demo" else settings.log_level
-    logs.configure(level=level, fmt=settings.log_format)
+    # The demo's and the client's own output is what matters; the worker's events would drown it.
+    quiet = args.command in ("demo", *_CLIENT_COMMANDS)
+    logs.configure(level="warning" if quiet else settings.log_level, fmt=settings.log_format)
 
     if args.command == "migrate":
         return _run(_migrate(settings.database_url.get_secret_value()))
     if args.command == "demo":
-        from worker.demo import run_demo
+        return _demo(args)
+    if args.command in _CLIENT_COMMANDS:
+        return _client(args, settings)
+    return _worker(args, settings)
 
-        return _run(
-            run_demo(
-                jobs=args.jobs,
-                tokens=args.tokens,
-                tokens_per_s=args.tokens_per_s,
-                concurrency=args.concurrency,
-            )
-        )
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker import app
     from worker.llm import ModelsFileError
     from worker.supervisor import Mode
@@ -109,6 +165,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelsFileError as error:
         print(f"streaming-worker: {error}", file=sys.stderr)
         return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    # Ctrl-C before the worker runs (LiteLLM's import, setup) or after it stopped: no traceback.
+    try:
+        from worker import demo
+    except KeyboardInterrupt:
+        return 130
+    options = (
+        demo.DemoOptions.short()
+        if args.short
+        else demo.DemoOptions(
+            jobs=args.jobs,
+            tokens=args.tokens,
+            tokens_per_s=args.tokens_per_s,
+            concurrency=args.concurrency,
+        )
+    )
+    try:
+        return _run(demo.run_demo(options, embedded_postgres=args.embedded_postgres))
+    except KeyboardInterrupt:
+        print("\ndemo interrupted", file=sys.stderr)
+        return 130
+    except demo.DemoError as error:
+        print(f"streaming-worker demo: {error}", file=sys.stderr)
+        return 2
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> int:
+    from worker import client
+
+    work: Coroutine[Any, Any, int]
+    if args.command == "submit":
+        request = client.build_request(
+            model=args.model,
+            prompt=args.prompt,
+            system=args.system,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+        )
+        work = client.submit_command(settings, request, follow=args.follow)
+    elif args.command == "status":
+        work = client.status_command(settings, args.job_id, as_json=args.json)
+    else:
+        work = client.cancel_command(settings, args.job_id)
+    try:
+        return _run(work)
+    except KeyboardInterrupt:
+        return 130  # stopped following; the job itself goes on
+    except Exception as error:  # noqa: BLE001 (one clear line, never a traceback)
+        # Connection errors name host and port, never the password in DATABASE_URL.
+        kind = type(error).__name__
+        hint = " (run `streaming-worker migrate` first)" if kind == "UndefinedTableError" else ""
+        print(f"streaming-worker {args.command}: {kind}: {error}{hint}", file=sys.stderr)
+        return 1
 
 
 async def _migrate(dsn: str) -> int:
