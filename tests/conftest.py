@@ -19,7 +19,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.support import Process, free_port, spawn, worker_command
+from tests.support import Process, eventually, free_port, spawn, worker_command
 
 ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AWS_ENV = {
@@ -253,6 +253,30 @@ def requests_for(simulator_url: str, text: str) -> int:
         for request in sim_requests(simulator_url)
         if request["body"]["messages"][-1]["content"] == text
     )
+
+
+async def upstream_closed(simulator_url: str, text: str, *, timeout_s: float = 5) -> None:
+    """Wait until the simulator saw the client hang up the request whose messages hold `text`."""
+
+    def disconnected() -> bool:
+        return any(
+            request["outcome"] == "client_disconnected"
+            for request in sim_requests(simulator_url)
+            if text in json.dumps(request["body"])
+        )
+
+    async def closed() -> bool:
+        return await asyncio.to_thread(disconnected)
+
+    await eventually(closed, timeout_s=timeout_s, what="the provider stream closed")
+
+
+async def queue_counts(sqs: Any, queue_url: str) -> dict[str, str]:
+    """The queue's attributes as SQS reports them (ApproximateNumberOfMessages, ...)."""
+    response = await asyncio.to_thread(
+        sqs.get_queue_attributes, QueueUrl=queue_url, AttributeNames=["All"]
+    )
+    return dict(response["Attributes"])
 
 
 def chat(text: str, *, model: str = "sim-model", **options: Any) -> dict[str, Any]:

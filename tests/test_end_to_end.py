@@ -14,6 +14,7 @@ from tests.conftest import (
     StartWorker,
     chat,
     deltas_text,
+    queue_counts,
     requests_for,
     row,
     send_message,
@@ -115,11 +116,9 @@ async def test_each_message_delivered_twice_calls_the_provider_once_per_job(
     for job_id, text in texts.items():
         assert (await row(db, job_id))["status"] == "completed"
         assert requests_for(simulator_url, text) == 1
-    attributes = await asyncio.to_thread(
-        sqs.get_queue_attributes, QueueUrl=queue_url, AttributeNames=["All"]
-    )
-    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
-    assert attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"
+    attributes = await queue_counts(sqs, queue_url)
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
 
 
 async def test_legacy_bare_uuid_bodies_and_vercel_parts_messages(
@@ -156,11 +155,7 @@ async def test_garbage_bodies_are_removed_and_unknown_ids_left_for_redelivery(
     assert (await row(db, good))["status"] == "completed"
     assert worker.output.count('"poison_message"') == 5
     assert '"job_row_missing"' in worker.output
-    attributes = (
-        await asyncio.to_thread(
-            sqs.get_queue_attributes, QueueUrl=queue_url, AttributeNames=["All"]
-        )
-    )["Attributes"]
+    attributes = await queue_counts(sqs, queue_url)
     # Only the unknown id is left, invisible until its retry; the garbage is gone for good.
     assert attributes["ApproximateNumberOfMessages"] == "0"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
@@ -16,9 +15,11 @@ from tests.conftest import (
     StartWorker,
     chat,
     deltas_text,
+    queue_counts,
     requests_for,
     row,
     sim_requests,
+    upstream_closed,
 )
 from tests.support import eventually
 from worker.simulator import answer_text
@@ -160,11 +161,7 @@ async def test_sigterm_hands_running_jobs_back_and_another_worker_finishes_them(
         assert (await row(db, job_id))["status"] == "pending"
 
     # Handed back at once: the messages are visible again, not after the visibility timeout.
-    attributes = (
-        await asyncio.to_thread(
-            sqs.get_queue_attributes, QueueUrl=queue_url, AttributeNames=["All"]
-        )
-    )["Attributes"]
+    attributes = await queue_counts(sqs, queue_url)
     assert attributes["ApproximateNumberOfMessages"] == "4"
 
     second = start_worker("--drain")
@@ -201,17 +198,7 @@ async def test_a_cancelled_job_stops_its_stream_and_keeps_the_status(
     await db.execute("UPDATE ai_streaming_jobs SET status = 'cancelled' WHERE id = $1", job_id)
     cancelled_at = time.monotonic()
 
-    def disconnected() -> bool:
-        return any(
-            r["outcome"] == "client_disconnected"
-            for r in sim_requests(simulator_url)
-            if text in json.dumps(r["body"])
-        )
-
-    async def upstream_closed() -> bool:
-        return await asyncio.to_thread(disconnected)
-
-    await eventually(upstream_closed, timeout_s=5, what="the provider stream closed")
+    await upstream_closed(simulator_url, text)
     assert time.monotonic() - cancelled_at < 2.5
     assert await worker.wait() == 0, worker.output
 

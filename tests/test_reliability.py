@@ -27,7 +27,7 @@ from tests.conftest import (
     deltas_text,
     requests_for,
     row,
-    sim_requests,
+    upstream_closed,
 )
 from tests.support import Process, TcpProxy, eventually, free_port, spawn
 from worker.simulator import answer_text
@@ -338,17 +338,7 @@ async def test_a_job_cancelled_before_its_first_token_stops_within_two_seconds(
     await db.execute("UPDATE ai_streaming_jobs SET status = 'cancelled' WHERE id = $1", job_id)
     cancelled_at = time.monotonic()
 
-    def disconnected() -> bool:
-        return any(
-            r["outcome"] == "client_disconnected"
-            for r in sim_requests(simulator_url)
-            if text in json.dumps(r["body"])
-        )
-
-    async def upstream_closed() -> bool:
-        return await asyncio.to_thread(disconnected)
-
-    await eventually(upstream_closed, timeout_s=5, what="the provider stream closed")
+    await upstream_closed(simulator_url, text)
     assert time.monotonic() - cancelled_at < 2.5
     assert await worker.wait() == 0, worker.output
     record = await row(db, job_id)
