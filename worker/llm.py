@@ -11,6 +11,8 @@ import os
 # Before the import: LiteLLM would otherwise fetch its price table over the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -21,9 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import litellm
+import structlog
 import yaml
 from litellm import exceptions as provider_errors
+from litellm.llms.base_llm.chat.transformation import BaseLLMException
 from litellm.router import Router
+from litellm.types.router import RouterRateLimitError
+from litellm.utils import calculate_max_parallel_requests
 
 from worker.errors import (
     AuthError,
@@ -47,6 +53,7 @@ for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
     logging.getLogger(_name).handlers.clear()
     logging.getLogger(_name).setLevel(logging.ERROR)
 LITELLM_VERSION = version("litellm")
+log = structlog.get_logger(__name__)
 
 # Key shapes a provider may echo back in an error; configured secret values are masked too.
 _SECRET_PATTERNS = re.compile(
@@ -77,14 +84,16 @@ class StreamResult:
     finish_reason: str | None = None
     usage: Usage | None = None
     cost_usd: float | None = None
+    # The LiteLLM model string and models-file entry id of the deployment that answered.
     deployment: str | None = None
+    model_id: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
 
 
 @dataclass(frozen=True)
 class ModelCatalog:
-    """The parsed models file."""
+    """The parsed, validated models file."""
 
     model_list: list[dict[str, Any]]
     router_settings: dict[str, Any]
@@ -93,6 +102,21 @@ class ModelCatalog:
     @property
     def names(self) -> frozenset[str]:
         return frozenset(entry["model_name"] for entry in self.model_list)
+
+    def unset_variables(self) -> list[tuple[str, str, str]]:
+        """(model_name, setting, variable) for each `os.environ/NAME` that is not set.
+
+        A warning, not an error: one example file serves several deployments, and a model
+        whose key is missing fails its jobs with `auth` without stopping the others.
+        """
+        return [
+            (entry["model_name"], key, value.removeprefix("os.environ/"))
+            for entry in self.model_list
+            for key, value in entry["litellm_params"].items()
+            if isinstance(value, str)
+            and value.startswith("os.environ/")
+            and not os.environ.get(value.removeprefix("os.environ/"))
+        ]
 
     @classmethod
     def load(cls, path: Path) -> ModelCatalog:
@@ -109,11 +133,41 @@ class ModelCatalog:
             raise ModelsFileError(f"models file {path}: `model_list` must be a list")
         for index, entry in enumerate(model_list):
             _check_entry(path, index, entry)
-        return cls(
-            model_list=model_list,
+        catalog = cls(
+            model_list=[_with_id(index, entry) for index, entry in enumerate(model_list)],
             router_settings=_mapping(path, document, "router_settings"),
             litellm_settings=_mapping(path, document, "litellm_settings"),
         )
+        _check_fallbacks(path, catalog)
+        return catalog
+
+    def entry(self, model_id: str | None) -> dict[str, Any] | None:
+        return next((e for e in self.model_list if e["model_info"]["id"] == model_id), None)
+
+    def parallel_limit(self, model_name: str) -> int | None:
+        """How many streams a model name may run at once: the sum of its deployments' limits,
+        computed as LiteLLM's Router computes them; None when one of them has no limit."""
+        default = self.router_settings.get("default_max_parallel_requests")
+        total = 0
+        for entry in self.model_list:
+            if entry["model_name"] != model_name:
+                continue
+            params = entry["litellm_params"]
+            limit = calculate_max_parallel_requests(
+                max_parallel_requests=params.get("max_parallel_requests"),
+                rpm=params.get("rpm"),
+                tpm=params.get("tpm"),
+                default_max_parallel_requests=default,
+            )
+            if not limit:
+                return None
+            total += int(limit)
+        return total or None
+
+
+_LIMIT_KEYS = ("max_parallel_requests", "rpm", "tpm")
+_PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token")
+_FALLBACK_KEYS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 
 
 def _check_entry(path: Path, index: int, entry: object) -> None:
@@ -123,6 +177,57 @@ def _check_entry(path: Path, index: int, entry: object) -> None:
     params = entry.get("litellm_params")
     if not isinstance(params, dict) or not isinstance(params.get("model"), str):
         raise ModelsFileError(f"{where} needs `litellm_params.model`")
+    where = f"{where} ({entry['model_name']})"
+    try:
+        litellm.get_llm_provider(
+            params["model"], custom_llm_provider=params.get("custom_llm_provider")
+        )
+    except Exception:  # noqa: BLE001 (LiteLLM raises several types for an unknown provider)
+        raise ModelsFileError(
+            f"{where}: LiteLLM knows no provider for model '{params['model']}'"
+            " (prefix it, e.g. openai/, gemini/, bedrock/, azure/)"
+        ) from None
+    for key in _LIMIT_KEYS:
+        value = params.get(key)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ModelsFileError(f"{where}: litellm_params.{key} must be a positive integer")
+    info = entry.get("model_info", {})
+    if not isinstance(info, dict):
+        raise ModelsFileError(f"{where}: `model_info` must be a mapping")
+    for key in _PRICE_KEYS:
+        value = info.get(key)
+        if value is not None and (not isinstance(value, int | float) or value < 0):
+            raise ModelsFileError(f"{where}: model_info.{key} must be a number >= 0")
+
+
+def _with_id(index: int, entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry with a `model_info.id`: LiteLLM tags each chunk with it, so the worker knows
+    which deployment answered (after a fallback too)."""
+    info = dict(entry.get("model_info") or {})
+    info.setdefault("id", f"{entry['model_name']}#{index}")
+    return {**entry, "model_info": info}
+
+
+def _check_fallbacks(path: Path, catalog: ModelCatalog) -> None:
+    names = catalog.names
+    for key in _FALLBACK_KEYS:
+        rules = catalog.router_settings.get(key)
+        if rules is None:
+            continue
+        where = f"models file {path}: router_settings.{key}"
+        if not isinstance(rules, list):
+            raise ModelsFileError(f"{where} must be a list like [{{primary: [fallback, ...]}}]")
+        for rule in rules:
+            if not isinstance(rule, dict) or len(rule) != 1:
+                raise ModelsFileError(f"{where}: each item must map one model_name to a list")
+            ((primary, targets),) = rule.items()
+            if not isinstance(targets, list):
+                raise ModelsFileError(f"{where}: '{primary}' must map to a list of model names")
+            unknown = [name for name in (primary, *targets) if name not in names]
+            if unknown:
+                raise ModelsFileError(f"{where} names models not in model_list: {unknown}")
 
 
 def _mapping(path: Path, document: dict[str, Any], key: str) -> dict[str, Any]:
@@ -141,9 +246,25 @@ class LLMClient:
         self._allow_unlisted = allow_unlisted
         for key, value in catalog.litellm_settings.items():
             setattr(litellm, key, value)
+        # Before the Router exists: it registers every deployment in LiteLLM's price table,
+        # with a price of 0 where it knows none.
+        self._priced = {
+            model: _in_price_table(model)
+            for model in {str(e["litellm_params"]["model"]) for e in catalog.model_list}
+        }
         router_settings = {"num_retries": 0, **catalog.router_settings}
-        self._router = Router(model_list=catalog.model_list, **router_settings)
+        try:
+            self._router = Router(model_list=catalog.model_list, **router_settings)
+        except Exception as exc:  # noqa: BLE001 (LiteLLM rejects bad settings with any type)
+            raise ModelsFileError(f"LiteLLM's Router rejected the models file: {exc}") from None
+        for model_name, setting, variable in catalog.unset_variables():
+            log.warning("model_setting_unset", model=model_name, setting=setting, variable=variable)
         self._secrets = _configured_secrets(catalog.model_list)
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        for name in catalog.names:
+            limit = catalog.parallel_limit(name)
+            if limit is not None:
+                self._limits[name] = asyncio.Semaphore(limit)
 
     def resolve(self, request: JobRequest) -> Target:
         """A models-file name first; a LiteLLM string only where the operator allows it."""
@@ -158,6 +279,23 @@ class LLMClient:
             return Target(model=candidate, routed=False)
         raise UnknownModel(f"model '{request.model}' is not in the models file")
 
+    @contextlib.asynccontextmanager
+    async def permit(self, target: Target) -> AsyncIterator[None]:
+        """Hold one of the model's parallel-stream slots for a whole attempt; wait for one.
+
+        LiteLLM's Router answers a request beyond a deployment's `max_parallel_requests`
+        (or the limit it derives from `rpm`/`tpm`) with an immediate 429 and keeps its slot
+        until the stream ends; waiting here first means such jobs queue instead of failing.
+        """
+        limit = self._limits.get(target.model) if target.routed else None
+        if limit is None:
+            yield
+            return
+        if limit.locked():
+            log.info("provider_limit_wait", model=target.model)
+        async with limit:
+            yield
+
     async def stream(
         self, target: Target, request: JobRequest, result: StreamResult
     ) -> AsyncIterator[str]:
@@ -171,11 +309,8 @@ class LLMClient:
         response: Any = None
         try:
             response = await self._open(target, kwargs)
-            result.provider = getattr(response, "custom_llm_provider", None)
-            hidden = getattr(response, "_hidden_params", None) or {}
-            result.deployment = hidden.get("litellm_model_name") or target.model
             async for chunk in response:
-                _record(chunk, result)
+                self._record(chunk, result)
                 if chunk.choices:
                     text = chunk.choices[0].delta.content
                     if text:
@@ -183,12 +318,13 @@ class LLMClient:
         except JobError:
             raise
         except Exception as exc:  # noqa: BLE001 (every provider failure becomes a JobError)
-            raise self.map_error(exc) from None
+            raise self.map_error(exc, provider=self._provider(target)) from None
         finally:
             if response is not None:
                 await response.aclose()
         if result.finish_reason is None:
             raise StreamBroken("the provider's stream ended without a finish reason")
+        self._settle(target, result)
 
     async def _open(self, target: Target, kwargs: dict[str, Any]) -> Any:
         if target.routed:
@@ -200,12 +336,60 @@ class LLMClient:
             raise ProviderError("the provider rejected the request and sent no answer")
         return response
 
-    def map_error(self, exc: BaseException) -> JobError:
+    def _record(self, chunk: Any, result: StreamResult) -> None:
+        """Take what the provider reported. Only chunks with choices name the model that
+        answered: LiteLLM's own usage chunk carries the requested name instead, and after a
+        fallback the chunks carry the fallback's model, provider and deployment id."""
+        if chunk.choices:
+            hidden = getattr(chunk, "_hidden_params", None) or {}
+            result.model = hidden.get("provider_response_model") or chunk.model or result.model
+            result.provider = hidden.get("custom_llm_provider") or result.provider
+            result.model_id = hidden.get("model_id") or result.model_id
+            if chunk.choices[0].finish_reason:
+                result.finish_reason = chunk.choices[0].finish_reason
+        usage = getattr(chunk, "usage", None)
+        if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+            result.usage = Usage(
+                prompt_tokens=int(usage.prompt_tokens or 0),
+                completion_tokens=int(usage.completion_tokens or 0),
+            )
+            # LiteLLM reports 0.0 for a model it has no price for; a free model's 0.0 comes
+            # back from `cost_usd`'s own lookup.
+            cost = getattr(usage, "cost", None)
+            result.cost_usd = round(float(cost), 10) if cost else None
+
+    def _settle(self, target: Target, result: StreamResult) -> None:
+        """Name the deployment that answered, and its provider where no chunk said it."""
+        entry = self._catalog.entry(result.model_id) if target.routed else None
+        if entry is not None:
+            result.deployment = str(entry["litellm_params"]["model"])
+        else:
+            result.deployment = self._deployment_model(target)
+        if result.provider is None:
+            with contextlib.suppress(Exception):
+                result.provider = litellm.get_llm_provider(result.deployment)[1]
+
+    def map_error(self, exc: BaseException, *, provider: str | None = None) -> JobError:
         """A LiteLLM exception as the contract's error (section 4), with secrets masked.
 
-        The provider's error code decides first (it is the same across providers), then
-        LiteLLM's exception type, then the HTTP status.
+        `provider` (the LiteLLM provider called) lets a provider's raw error be typed first.
         """
+        if isinstance(exc, provider_errors.MidStreamFallbackError):
+            return self._map_stream_error(exc, provider)
+        if isinstance(exc, RouterRateLimitError):
+            # Every deployment of the model is in the Router's cooldown after errors: wait it
+            # out, then the provider's own answer decides.
+            return RateLimited(
+                f"the model's deployments are cooling down after errors: {exc.model}",
+                retry_after_s=float(exc.cooldown_time),
+            )
+        if isinstance(exc, BaseLLMException) and provider is not None:
+            exc = _normalised(exc, provider)
+        return self._map_typed(exc)
+
+    def _map_typed(self, exc: BaseException) -> JobError:
+        """The provider's error code decides first (it is the same across providers), then
+        LiteLLM's exception type, then the HTTP status."""
         detail = self.redact(str(getattr(exc, "message", "") or exc))[:300]
         code = getattr(exc, "code", None)
         make = _BY_CODE.get(code) if isinstance(code, str) else None
@@ -221,23 +405,49 @@ class LLMClient:
             return ProviderUnavailable(f"the provider failed ({status}): {detail}")
         return ProviderError(f"the provider rejected the request ({status}): {detail}")
 
+    def _map_stream_error(
+        self, exc: provider_errors.MidStreamFallbackError, provider: str | None
+    ) -> JobError:
+        """LiteLLM wraps whatever ended a stream; for providers that answer an error only once
+        the stream is read (Gemini), the wrapped error is the provider's 429/401/... itself."""
+        inner = exc.original_exception
+        mapped = None if inner is None else self.map_error(inner, provider=provider)
+        if isinstance(mapped, RateLimited) and mapped.retry_after_s is None:
+            mapped.retry_after_s = _retry_after_s(exc)
+        if mapped is None or isinstance(mapped, ProviderUnavailable | InternalError):
+            detail = self.redact(str(getattr(inner or exc, "message", "") or inner or exc))[:300]
+            return StreamBroken(f"the provider's stream broke off: {detail}")
+        return mapped
+
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
         return _SECRET_PATTERNS.sub("[redacted]", text)
 
     def cost_usd(self, result: StreamResult, target: Target) -> float | None:
-        """The answer's price from LiteLLM's table or the file's `model_info`; None if unknown.
+        """The answer's price, or None where nothing knows it; never raises.
 
-        LiteLLM prices the provider's usage itself; only a counted usage is priced here.
+        In order: LiteLLM's own figure for the stream, the answering deployment's
+        `model_info` prices, LiteLLM's price table for its model string.
         """
         if result.cost_usd is not None or result.usage is None:
             return result.cost_usd
+        usage = result.usage
+        entry = self._catalog.entry(result.model_id) if target.routed else None
+        info = {} if entry is None else entry["model_info"]
+        if all(info.get(key) is not None for key in _PRICE_KEYS):
+            prompt = usage.prompt_tokens * float(info["input_cost_per_token"])
+            completion = usage.completion_tokens * float(info["output_cost_per_token"])
+            return round(prompt + completion, 10)
+        model = result.deployment or self._deployment_model(target)
+        priced = self._priced[model] if model in self._priced else _in_price_table(model)
+        if not priced:
+            return None
         try:
             prompt, completion = litellm.cost_per_token(
-                model=result.deployment or self._deployment_model(target),
-                prompt_tokens=result.usage.prompt_tokens,
-                completion_tokens=result.usage.completion_tokens,
+                model=model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
             )
         except Exception:  # noqa: BLE001 (LiteLLM raises for models it has no price for)
             return None
@@ -252,6 +462,12 @@ class LLMClient:
             return Usage(prompt_tokens=0, completion_tokens=len(answer.split()))
         return Usage(prompt_tokens=int(prompt), completion_tokens=int(completion))
 
+    def _provider(self, target: Target) -> str | None:
+        try:
+            return str(litellm.get_llm_provider(self._deployment_model(target))[1])
+        except Exception:  # noqa: BLE001 (an unknown provider only loses error normalisation)
+            return None
+
     def _deployment_model(self, target: Target) -> str:
         if not target.routed:
             return target.model
@@ -259,21 +475,6 @@ class LLMClient:
             if entry["model_name"] == target.model:
                 return str(entry["litellm_params"]["model"])
         return target.model
-
-
-def _record(chunk: Any, result: StreamResult) -> None:
-    if chunk.model:
-        result.model = chunk.model
-    usage = getattr(chunk, "usage", None)
-    if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
-        result.usage = Usage(
-            prompt_tokens=int(usage.prompt_tokens or 0),
-            completion_tokens=int(usage.completion_tokens or 0),
-        )
-        cost = getattr(usage, "cost", None)
-        result.cost_usd = None if cost is None else round(float(cost), 10)
-    if chunk.choices and chunk.choices[0].finish_reason:
-        result.finish_reason = chunk.choices[0].finish_reason
 
 
 def _configured_secrets(model_list: Iterable[dict[str, Any]]) -> tuple[str, ...]:
@@ -293,6 +494,27 @@ def _configured_secrets(model_list: Iterable[dict[str, Any]]) -> tuple[str, ...]
     }
     # Longest first, so that a secret containing another is masked whole.
     return tuple(sorted((v for v in values | literal if len(v) >= 6), key=len, reverse=True))
+
+
+def _in_price_table(model: str) -> bool:
+    try:
+        litellm.get_model_info(model)
+    except Exception:  # noqa: BLE001 (LiteLLM raises for models it does not know)
+        return False
+    return True
+
+
+def _normalised(exc: BaseException, provider: str) -> BaseException:
+    """A provider's raw error as LiteLLM's typed exception.
+
+    Through the Router, some providers' errors (Gemini's, read with the first chunk) arrive
+    raw: a bad Gemini key is then a plain 400 that only LiteLLM's mapping calls auth.
+    """
+    try:
+        litellm.exception_type(model="", original_exception=exc, custom_llm_provider=provider)
+    except Exception as mapped:  # noqa: BLE001 (exception_type raises its answer)
+        return mapped
+    return exc
 
 
 def _too_long(_: object, detail: str) -> JobError:
