@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test demo clean
+.PHONY: install lint typecheck test demo bench clean
 
 install: $(VENV)/.installed
 

@@ -284,6 +284,8 @@ async def _send_events(
     )
     loop = asyncio.get_running_loop()
     start = loop.time() + plan.ttft
+    # Wall clock, for benchmarks: content chunk k is due at started_at + ttft + k / tps.
+    record["started_at"] = time.time()
     interval = 1.0 / plan.tps if plan.tps > 0 else 0.0
     for i, tok in enumerate(plan.tokens):
         if await _fault_at(request, record, plan, i):
