@@ -252,7 +252,10 @@ class LLMClient:
             model: _in_price_table(model)
             for model in {str(e["litellm_params"]["model"]) for e in catalog.model_list}
         }
-        router_settings = {"num_retries": 0, **catalog.router_settings}
+        # The worker retries itself (backoff, Retry-After). The Router's cooldown would take a
+        # model's only deployment out for seconds after one 429 and fail every job waiting on
+        # it; operators with several deployments per model can turn it on in router_settings.
+        router_settings = {"num_retries": 0, "disable_cooldowns": True, **catalog.router_settings}
         try:
             self._router = Router(model_list=catalog.model_list, **router_settings)
         except Exception as exc:  # noqa: BLE001 (LiteLLM rejects bad settings with any type)
