@@ -72,6 +72,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
                 writer.close()
                 await flushing
     finally:
+        await llm.aclose()
         await store.close()
 
 

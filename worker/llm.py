@@ -13,6 +13,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -22,6 +23,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import litellm
 import structlog
 import yaml
@@ -29,8 +31,14 @@ from litellm import exceptions as provider_errors
 from litellm.llms.base_llm.chat.transformation import BaseLLMException
 from litellm.router import Router
 from litellm.types.router import RouterRateLimitError
-from litellm.utils import calculate_max_parallel_requests
+from litellm.types.utils import LlmProviders
+from litellm.utils import (
+    ProviderConfigManager,
+    calculate_max_parallel_requests,
+    get_optional_params,
+)
 
+from worker import sse
 from worker.errors import (
     AuthError,
     ContentFiltered,
@@ -263,6 +271,8 @@ class LLMClient:
         for model_name, setting, variable in catalog.unset_variables():
             log.warning("model_setting_unset", model=model_name, setting=setting, variable=variable)
         self._secrets = _configured_secrets(catalog.model_list)
+        self._direct = _direct_routes(catalog)
+        self._session: aiohttp.ClientSession | None = None
         self._limits: dict[str, asyncio.Semaphore] = {}
         for name in catalog.names:
             limit = catalog.parallel_limit(name)
@@ -299,10 +309,32 @@ class LLMClient:
         async with limit:
             yield
 
-    async def stream(
+    def stream(
         self, target: Target, request: JobRequest, result: StreamResult
     ) -> AsyncIterator[str]:
-        """Yield the answer's text pieces; `result` is filled in as the provider reports."""
+        """The answer's text pieces; `result` is filled in as the provider reports.
+
+        A stream that ends without a finish reason raises StreamBroken.
+        """
+        direct = self._direct.get(target.model) if target.routed else None
+        if direct is None:
+            return self._stream_routed(target, request, result)
+        return self._stream_direct(direct, target, request, result)
+
+    def _finish(self, target: Target, result: StreamResult) -> None:
+        if result.finish_reason is None:
+            raise StreamBroken("the provider's stream ended without a finish reason")
+        self._settle(target, result)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _stream_routed(
+        self, target: Target, request: JobRequest, result: StreamResult
+    ) -> AsyncIterator[str]:
+        """Through LiteLLM's Router (or `acompletion`) and its stream wrapper."""
         kwargs: dict[str, Any] = {
             **request.options,
             "messages": request.messages,
@@ -325,9 +357,69 @@ class LLMClient:
         finally:
             if response is not None:
                 await response.aclose()
-        if result.finish_reason is None:
-            raise StreamBroken("the provider's stream ended without a finish reason")
-        self._settle(target, result)
+        self._finish(target, result)
+
+    async def _stream_direct(
+        self, direct: _Direct, target: Target, request: JobRequest, result: StreamResult
+    ) -> AsyncIterator[str]:
+        """OpenAI's wire format read by the worker itself: LiteLLM builds the request and
+        names the errors, but no LiteLLM object is made per chunk (see worker/sse.py)."""
+        try:
+            url, headers, body = direct.request(request)
+        except Exception as exc:  # noqa: BLE001 (LiteLLM rejects parameters with several types)
+            raise self.map_error(exc, provider="openai") from None
+        if self._session is None:
+            self._session = sse.new_session()
+        result.provider, result.model_id = "openai", direct.model_id
+        try:
+            async for chunk in sse.stream_chunks(self._session, url, headers=headers, body=body):
+                choices = chunk.get("choices")
+                if choices:
+                    choice = choices[0]
+                    if choice.get("finish_reason"):
+                        result.finish_reason = choice["finish_reason"]
+                        result.model = chunk.get("model") or result.model
+                        self._record_final(chunk, result)  # some servers send usage here
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield text
+                else:
+                    self._record_final(chunk, result)
+        except sse.HTTPStatusError as error:
+            raise self._direct_error(direct, error) from None
+        except sse.StreamCut as error:
+            raise StreamBroken(str(error)) from None
+        except ConnectionError as error:
+            raise ProviderUnavailable(str(error)) from None
+        except ValueError as error:  # a `data:` line that is not JSON
+            raise StreamBroken(f"the provider sent an unreadable chunk: {error}") from None
+        self._finish(target, result)
+
+    def _record_final(self, chunk: dict[str, Any], result: StreamResult) -> None:
+        """The usage at the end of a stream, or an error event in the middle of one."""
+        if "error" in chunk:
+            detail = self.redact(json.dumps(chunk["error"]))[:300]
+            raise StreamBroken(f"the provider reported an error mid-stream: {detail}")
+        usage = chunk.get("usage")
+        if usage:
+            result.usage = Usage(
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
+
+    def _direct_error(self, direct: _Direct, error: sse.HTTPStatusError) -> JobError:
+        detail = self.redact(error.body)[:300]
+        code = _error_code(error.body)
+        if code in _BY_CODE:
+            return _BY_CODE[code](error, detail)
+        mapped = self.map_error(
+            direct.config.get_error_class(error.body, error.status, error.headers),
+            provider="openai",
+        )
+        if isinstance(mapped, RateLimited) and mapped.retry_after_s is None:
+            with contextlib.suppress(KeyError, ValueError):
+                mapped.retry_after_s = float(error.headers["Retry-After"])
+        return mapped
 
     async def _open(self, target: Target, kwargs: dict[str, Any]) -> Any:
         if target.routed:
@@ -497,6 +589,111 @@ def _configured_secrets(model_list: Iterable[dict[str, Any]]) -> tuple[str, ...]
     }
     # Longest first, so that a secret containing another is masked whole.
     return tuple(sorted((v for v in values | literal if len(v) >= 6), key=len, reverse=True))
+
+
+# A deployment may be streamed directly only with these settings: anything else (headers,
+# an organization, another secret store) is left to the Router, which knows them all.
+_DIRECT_PARAMS = frozenset(
+    {
+        "model",
+        "api_base",
+        "api_key",
+        "max_parallel_requests",
+        "rpm",
+        "tpm",
+        "timeout",
+        "stream_timeout",
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Direct:
+    """A deployment in OpenAI's wire format that the worker streams itself."""
+
+    model: str
+    model_id: str
+    api_base: str | None
+    api_key: str | None
+    config: Any
+
+    def request(self, request: JobRequest) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """URL, headers and body exactly as LiteLLM would send them."""
+        optional = get_optional_params(
+            model=self.model,
+            custom_llm_provider="openai",
+            stream=True,
+            stream_options={"include_usage": True},
+            **request.options,
+        )
+        api_base = self.config.get_api_base(self.api_base)
+        api_key = self.config.get_api_key(self.api_key)
+        headers = self.config.validate_environment(
+            {}, self.model, request.messages, optional, {}, api_key=api_key, api_base=api_base
+        )
+        url = self.config.get_complete_url(api_base, api_key, self.model, optional, {}, stream=True)
+        body = self.config.transform_request(self.model, request.messages, optional, {}, headers)
+        body.update(body.pop("extra_body", None) or {})  # the openai SDK would merge it
+        return url, headers, body
+
+
+def _direct_routes(catalog: ModelCatalog) -> dict[str, _Direct]:
+    """Model names whose only deployment speaks OpenAI's format with plain settings and no
+    fallbacks: for them nothing in the Router would act, and its stream wrapper costs ~15x
+    the CPU per chunk of reading the stream directly."""
+    with_fallbacks = {
+        name
+        for key in _FALLBACK_KEYS
+        for rule in catalog.router_settings.get(key) or []
+        for name in rule
+    }
+    routes: dict[str, _Direct] = {}
+    for name in catalog.names - with_fallbacks:
+        entries = [entry for entry in catalog.model_list if entry["model_name"] == name]
+        params = entries[0]["litellm_params"]
+        if len(entries) != 1 or not set(params) <= _DIRECT_PARAMS:
+            continue
+        try:
+            model, provider, _, _ = litellm.get_llm_provider(params["model"])
+        except Exception:  # noqa: BLE001, S112 (validated at load; stay on the Router if not)
+            continue
+        secrets = [_secret(params.get(key)) for key in ("api_base", "api_key")]
+        if provider != "openai" or any(value is _UNRESOLVABLE for value in secrets):
+            continue
+        routes[name] = _Direct(
+            model=model,
+            model_id=entries[0]["model_info"]["id"],
+            api_base=secrets[0],
+            api_key=secrets[1],
+            config=ProviderConfigManager.get_provider_chat_config(
+                model=model, provider=LlmProviders.OPENAI
+            ),
+        )
+    return routes
+
+
+_UNRESOLVABLE = object()
+
+
+def _secret(value: object) -> Any:
+    """A setting's value, reading `os.environ/NAME`; other secret stores stay the Router's."""
+    if value is None or not isinstance(value, str):
+        return value
+    if value.startswith("os.environ/"):
+        return os.environ.get(value.removeprefix("os.environ/"))
+    if "/" in value.split(":", 1)[0] and not value.startswith(("http://", "https://")):
+        return _UNRESOLVABLE
+    return value
+
+
+def _error_code(body: str) -> str | None:
+    """OpenAI's `error.code` from an error body, where there is one."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _in_price_table(model: str) -> bool:

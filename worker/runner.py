@@ -171,6 +171,10 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         result = StreamResult(model=target.model)
         stall_s = self._timeouts.stall_s
+        # Moving the deadline on every chunk would make a timer handle per chunk; moving it
+        # at most every `step` keeps the stall limit within `step` of exact.
+        step = min(1.0, stall_s / 4)
+        moved_at = 0.0
         try:
             async with asyncio.timeout(self._timeouts.first_token_s) as deadline:
                 async for text in self._llm.stream(target, request, result):
@@ -178,7 +182,10 @@ class JobRunner:
                         _first_token(result, target)
                     parts.append(text)
                     buffer.append(text)
-                    deadline.reschedule(loop.time() + stall_s)
+                    now = loop.time()
+                    if now - moved_at >= step:
+                        deadline.reschedule(now + stall_s)
+                        moved_at = now
             metrics.STREAM_DURATION.labels(_label(target), result.provider or "unknown").observe(
                 time.monotonic() - result.started_at
             )
