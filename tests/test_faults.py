@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
+import pytest
 
 from tests.conftest import (
     SIM_API_KEY,
@@ -184,17 +185,27 @@ async def test_sigterm_hands_running_jobs_back_and_another_worker_finishes_them(
     )
 
 
-async def test_a_cancelled_job_stops_its_stream_and_keeps_the_status(
-    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+@pytest.mark.parametrize(
+    ("directive", "cancelled_while"),
+    [("tokens=400 tps=20", "streaming"), ("ttft=20", "processing")],
+    ids=["mid-stream", "before-first-token"],
+)
+async def test_a_cancelled_job_stops_its_stream_within_two_seconds_and_keeps_the_status(
+    db: asyncpg.Connection,
+    submit: Any,
+    simulator_url: str,
+    start_worker: StartWorker,
+    directive: str,
+    cancelled_while: str,
 ) -> None:
-    text = f"Cancel me {uuid.uuid4()} [[sim tokens=400 tps=20]]"
+    text = f"Cancel me {uuid.uuid4()} [[sim {directive}]]"
     job_id = await submit(chat(text))
     worker = start_worker("--drain")
 
-    async def streaming() -> bool:
-        return bool((await row(db, job_id))["status"] == "streaming")
+    async def reached() -> bool:
+        return bool((await row(db, job_id))["status"] == cancelled_while)
 
-    await eventually(streaming, what="job streaming")
+    await eventually(reached, what=f"job {cancelled_while}")
     await db.execute("UPDATE ai_streaming_jobs SET status = 'cancelled' WHERE id = $1", job_id)
     cancelled_at = time.monotonic()
 
@@ -208,7 +219,15 @@ async def test_a_cancelled_job_stops_its_stream_and_keeps_the_status(
     assert expected(text, 400).startswith(record["partial_content"])
     response = json.loads(record["response_data"])
     assert response["finish_reason"] == "cancelled"
-    assert response["usage"]["completion_tokens"] > 0
+    streamed = await deltas_text(db, job_id, 1)
+    # The text so far stays: in the deltas, and in partial_content up to its last refresh.
+    assert streamed.startswith(record["partial_content"])
+    assert expected(text, 400).startswith(streamed)
+    if cancelled_while == "streaming":
+        assert streamed != ""
+        assert response["usage"]["completion_tokens"] > 0
+    else:
+        assert streamed == ""
 
 
 async def test_no_secret_reaches_the_logs_or_the_row(
