@@ -264,4 +264,4 @@ def _describe(exc: ValidationError) -> str:
 
 def _is_union_tag(part: int | str) -> bool:
     # pydantic names union branches in error locations ("str", "list[...]"); users do not care.
-    return isinstance(part, str) and (part in ("str", "list") or "[" in part or part[0].isupper())
+    return isinstance(part, str) and (part in ("str", "list") or "[" in part or part[:1].isupper())
