@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import uuid
@@ -14,6 +13,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from worker.batching import Batcher
 from worker.jobs import Delivery
 
 log = structlog.get_logger(__name__)
@@ -36,9 +36,11 @@ class JobQueue:
     def __init__(self, client: Any, queue_url: str) -> None:
         self._client = client
         self._url = queue_url
-        # Deletes wait here while a batch call is in flight; its caller sends the next ones.
-        self._to_delete: list[tuple[Delivery, asyncio.Future[None]]] = []
-        self._deleting = False
+        self._deletes = Batcher(
+            self._delete_batch,
+            max_size=MAX_BATCH,
+            interrupted=lambda: QueueUnavailable("SQS delete interrupted"),
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -73,38 +75,10 @@ class JobQueue:
         return [parse_message(message) for message in response.get("Messages", [])]
 
     async def delete(self, delivery: Delivery) -> None:
-        """Delete a handled message, batched with the others that finish meanwhile.
+        """Delete a handled message, batched with the others that finish meanwhile."""
+        await self._deletes.submit(delivery)
 
-        No timer: the first caller sends at once, and whatever arrives while its call is in
-        flight goes in the next call (ten per DeleteMessageBatch), sent by the same caller.
-        """
-        done = asyncio.get_running_loop().create_future()
-        self._to_delete.append((delivery, done))
-        if not self._deleting:
-            await self._send_deletes()
-        await done
-
-    async def _send_deletes(self) -> None:
-        self._deleting = True
-        batch: list[tuple[Delivery, asyncio.Future[None]]] = []
-        try:
-            while self._to_delete:
-                batch, self._to_delete = self._to_delete[:MAX_BATCH], self._to_delete[MAX_BATCH:]
-                try:
-                    await self._delete_batch([delivery for delivery, _ in batch])
-                except QueueUnavailable as error:
-                    _settle(batch, error)
-                else:
-                    _settle(batch, None)
-                batch = []
-        finally:
-            self._deleting = False
-            # Cancelled mid-way (shutdown): the others must not wait for a sender that left;
-            # their messages come back and are then seen to be done.
-            _settle([*batch, *self._to_delete], QueueUnavailable("SQS delete interrupted"))
-            self._to_delete = []
-
-    async def _delete_batch(self, deliveries: Sequence[Delivery]) -> None:
+    async def _delete_batch(self, deliveries: Sequence[Delivery]) -> list[None]:
         async with _unavailable_on_error("delete"):
             response = await self._client.delete_message_batch(
                 QueueUrl=self._url,
@@ -116,6 +90,7 @@ class JobQueue:
         for failure in response.get("Failed", []):
             # A stale handle (the message was received again meanwhile) is not an error here.
             log.info("delete_refused", code=failure.get("Code"))
+        return [None] * len(deliveries)
 
     async def set_visibility(self, delivery: Delivery, *, seconds: int) -> None:
         """Make the message visible again after `seconds` (0: at once)."""
@@ -200,20 +175,6 @@ class JobQueue:
             await self._client.get_queue_attributes(
                 QueueUrl=self._url, AttributeNames=["ApproximateNumberOfMessages"]
             )
-
-
-def _settle(
-    waiting: Sequence[tuple[Delivery, asyncio.Future[None]]], error: BaseException | None
-) -> None:
-    for _, done in waiting:
-        if done.done():
-            continue
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
-            # A waiter cancelled meanwhile never awaits it; don't let asyncio log it as lost.
-            done.exception()
 
 
 @contextlib.asynccontextmanager

@@ -17,11 +17,15 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from worker.batching import Batcher
 from worker.jobs import Claim, Status
 
 _CONNECT_TIMEOUT_S = 10.0
 _STATEMENT_TIMEOUT_S = 30.0
 _CLAIM_RETRY_S = 30.0
+_CLAIM_BATCH = 100
+# How often a claim that lost a race asks again (the second look shows who won).
+_CLAIM_RACES = 3
 # Names the worker's sessions in pg_stat_activity, for operators (and the fault tests).
 _SERVER_SETTINGS = {"application_name": "streaming-worker"}
 
@@ -77,22 +81,40 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+# One statement claims a whole batch. A job is claimable when `pending`, or when its lease
+# ran out (its worker vanished) or is the one `restart` names (this worker's broken attempt).
+# Each claim carries its own lease token, so a batch retried after a lost connection finds
+# the claims that did commit (`ours`) and never counts an attempt twice; a job named twice
+# in one batch is claimed by only one of them. The outer SELECT sees the rows as they were
+# before the statement: it reports why a claim was refused.
 _CLAIM = """
-UPDATE ai_streaming_jobs
-SET status = 'processing', attempts = attempts + 1, partial_content = '', content_seq = 0,
-    lease_token = $2, lease_message_id = $3, lease_expires_at = now() + make_interval(secs => $4),
-    started_at = coalesce(started_at, now()), updated_at = now(), requeued_at = NULL,
-    response_data = NULL, error_code = NULL, error_message = NULL, completed_at = NULL
-WHERE id = $1
-  AND (status = 'pending'
-       OR (status IN ('processing', 'streaming')
-           AND (lease_expires_at < now() OR lease_token = $5)))
-RETURNING attempts, request_data::text
-"""
-
-# After a lost connection: did the claim with this lease commit before the connection died?
-_CLAIMED_BY = """
-SELECT attempts, request_data::text FROM ai_streaming_jobs WHERE id = $1 AND lease_token = $2
+WITH batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::float8[])
+        WITH ORDINALITY AS b(id, lease, message_id, restart, lease_s, ord)
+),
+claimed AS (
+    UPDATE ai_streaming_jobs j
+    SET status = 'processing', attempts = j.attempts + 1, partial_content = '',
+        content_seq = 0, lease_token = b.lease, lease_message_id = b.message_id,
+        lease_expires_at = now() + make_interval(secs => b.lease_s), requeued_at = NULL,
+        started_at = coalesce(j.started_at, now()), updated_at = now(),
+        response_data = NULL, error_code = NULL, error_message = NULL, completed_at = NULL
+    FROM batch b
+    WHERE j.id = b.id
+      AND (j.status = 'pending'
+           OR (j.status IN ('processing', 'streaming')
+               AND (j.lease_expires_at < now() OR j.lease_token = b.restart)))
+    RETURNING j.id, j.lease_token, j.attempts
+)
+SELECT c.attempts AS claimed_attempts, j.lease_token = b.lease AS ours, j.attempts,
+       j.status, j.request_data::text, j.lease_message_id,
+       j.status = 'pending' OR (j.status IN ('processing', 'streaming')
+           AND (j.lease_expires_at < now() OR j.lease_token = b.restart)) AS claimable,
+       greatest(extract(epoch FROM j.lease_expires_at - now()), 0)::float8 AS lease_left_s
+FROM batch b
+LEFT JOIN ai_streaming_jobs j ON j.id = b.id
+LEFT JOIN claimed c ON c.id = b.id AND c.lease_token = b.lease
+ORDER BY b.ord
 """
 
 # Jobs whose worker vanished and whose message is gone too (deleted, dead-lettered): the
@@ -119,12 +141,6 @@ SET requeued_at = now(),
 FROM orphans o
 WHERE j.id = o.id
 RETURNING j.id, j.status
-"""
-
-_INSPECT = """
-SELECT status, lease_message_id,
-       greatest(extract(epoch FROM lease_expires_at - now()), 0)::float8 AS lease_left_s
-FROM ai_streaming_jobs WHERE id = $1
 """
 
 # One statement per flush for every job at once. Each job's new text becomes one delta row,
@@ -218,6 +234,17 @@ class ClaimRefused:
     status: Status | None = None
     lease_left_s: float = 0.0
     leased_by_message: str | None = None
+    # Another claim took the row while this one was being made: ask again to see the winner.
+    contended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimRequest:
+    job_id: uuid.UUID
+    lease: uuid.UUID
+    message_id: str | None
+    restart: uuid.UUID | None
+    lease_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,11 +288,20 @@ class JobStore:
         self._pool = pool
         self._dsn = dsn
         self._writer_conn: asyncpg.Connection | None = None
+        self._claims: Batcher[_ClaimRequest, Claim | ClaimRefused] = Batcher(
+            self._claim_batch,
+            max_size=_CLAIM_BATCH,
+            interrupted=lambda: StoreUnavailable("claim interrupted"),
+        )
 
     @classmethod
     async def connect(cls, dsn: str, *, pool_size: int = 4) -> JobStore:
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=pool_size, server_settings=_SERVER_SETTINGS
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            reset=_keep_session,
+            server_settings=_SERVER_SETTINGS,
         )
         return cls(pool, dsn)
 
@@ -308,9 +344,17 @@ class JobStore:
         """Start a new attempt (attempts + 1, text reset) unless the job is ended or leased.
 
         `restart` is the lease of this worker's own broken attempt, which it may take over.
-        Retried across lost connections without ever counting one attempt twice.
+        Claims made at the same time share one statement. Retried across lost connections
+        without ever counting one attempt twice.
         """
-        lease = uuid.uuid4()
+        request = _ClaimRequest(job_id, uuid.uuid4(), message_id, restart, lease_s)
+        for _ in range(_CLAIM_RACES):
+            result = await self._claim_retrying(request)
+            if not (isinstance(result, ClaimRefused) and result.contended):
+                break
+        return result
+
+    async def _claim_retrying(self, request: _ClaimRequest) -> Claim | ClaimRefused:
         async for retry in AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailable),
             wait=wait_exponential_jitter(initial=0.1, max=2),
@@ -318,46 +362,21 @@ class JobStore:
             reraise=True,
         ):
             with retry:
-                first_try = retry.retry_state.attempt_number == 1
-                return await self._claim(
-                    job_id,
-                    lease=lease,
-                    message_id=message_id,
-                    lease_s=lease_s,
-                    restart=restart,
-                    first_try=first_try,
-                )
+                return await self._claims.submit(request)
         raise AssertionError("unreachable: AsyncRetrying reraises the last error")
 
-    async def _claim(
-        self,
-        job_id: uuid.UUID,
-        *,
-        lease: uuid.UUID,
-        message_id: str | None,
-        lease_s: float,
-        restart: uuid.UUID | None,
-        first_try: bool,
-    ) -> Claim | ClaimRefused:
+    async def _claim_batch(self, requests: Sequence[_ClaimRequest]) -> list[Claim | ClaimRefused]:
         async with self._pooled() as conn:
-            row = None if first_try else await conn.fetchrow(_CLAIMED_BY, job_id, lease)
-            row = row or await conn.fetchrow(_CLAIM, job_id, lease, message_id, lease_s, restart)
-            if row is not None:
-                return Claim(
-                    job_id=job_id,
-                    attempt=row["attempts"],
-                    lease=lease,
-                    request_data=json.loads(row["request_data"]),
-                )
-            state = await conn.fetchrow(_INSPECT, job_id)
-        if state is None:
-            return ClaimRefused(exists=False)
-        return ClaimRefused(
-            exists=True,
-            status=Status(state["status"]),
-            lease_left_s=state["lease_left_s"] or 0.0,
-            leased_by_message=state["lease_message_id"],
-        )
+            rows = await conn.fetch(
+                _CLAIM,
+                [request.job_id for request in requests],
+                [request.lease for request in requests],
+                [request.message_id for request in requests],
+                [request.restart for request in requests],
+                [request.lease_s for request in requests],
+                timeout=_STATEMENT_TIMEOUT_S,
+            )
+        return [_claim_result(row, request) for row, request in zip(rows, requests, strict=True)]
 
     async def sweep_orphans(
         self, *, orphaned_after_s: float, max_attempts: int
@@ -526,8 +545,36 @@ class JobStore:
         return bool(cancelled), None if value is None else Status(value)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip the pool's reset query (four statements on every release): nothing here leaves
+    session state behind (no LISTEN, cursors, SET or session advisory locks), and asyncpg
+    still rolls back an open transaction before calling this."""
+
+
 def _json_or_none(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _claim_result(row: asyncpg.Record, request: _ClaimRequest) -> Claim | ClaimRefused:
+    attempt = row["claimed_attempts"]
+    if attempt is None and row["ours"]:
+        attempt = row["attempts"]  # a retried batch: this very claim committed before
+    if attempt is not None:
+        return Claim(
+            job_id=request.job_id,
+            attempt=attempt,
+            lease=request.lease,
+            request_data=json.loads(row["request_data"]),
+        )
+    if row["status"] is None:
+        return ClaimRefused(exists=False)
+    return ClaimRefused(
+        exists=True,
+        status=Status(row["status"]),
+        lease_left_s=row["lease_left_s"] or 0.0,
+        leased_by_message=row["lease_message_id"],
+        contended=bool(row["claimable"]),
+    )
 
 
 def _flush_result(row: asyncpg.Record, item: FlushItem) -> FlushResult:
