@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE ai_streaming_jobs RENAME COLUMN delta_seq TO content_seq;
     """,
+    # Keep row updates on their page: room on every page (fillfactor), and an index that a
+    # status change or a `partial_content` refresh does not touch. Such an update is HOT (no
+    # new index entries, no lock record) and WAL logs only the changed part of the row. The
+    # lease is cleared when an attempt ends, so the index holds only running jobs.
+    """
+    ALTER TABLE ai_streaming_jobs SET (fillfactor = 70);
+    UPDATE ai_streaming_jobs SET lease_expires_at = NULL
+    WHERE lease_expires_at IS NOT NULL AND status NOT IN ('processing', 'streaming');
+    DROP INDEX IF EXISTS ai_streaming_jobs_active_lease;
+    CREATE INDEX IF NOT EXISTS ai_streaming_jobs_lease
+        ON ai_streaming_jobs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+    """,
 )
 
 # One statement claims a whole batch. A job is claimable when `pending`, or when its lease
@@ -137,6 +149,7 @@ SET requeued_at = now(),
     error_message = CASE WHEN j.attempts >= $2
         THEN 'the job was started ' || j.attempts || ' times and never finished' END,
     completed_at = CASE WHEN j.attempts >= $2 THEN now() END,
+    lease_expires_at = CASE WHEN j.attempts >= $2 THEN NULL ELSE j.lease_expires_at END,
     updated_at = CASE WHEN j.attempts >= $2 THEN now() ELSE j.updated_at END
 FROM orphans o
 WHERE j.id = o.id
@@ -144,19 +157,21 @@ RETURNING j.id, j.status
 """
 
 # One statement per flush for every job at once. Each job's new text becomes one delta row,
-# inserted only while the job's lease is still this attempt's; ON CONFLICT makes a batch
-# retried after an ambiguous failure insert nothing twice. The job's row is written only
-# when something about it changes (status, a `partial_content` refresh, the lease), and a
-# refresh is fenced by `content_seq` so that it too applies once. The final SELECT reports
-# every job's state *before* the statement: "already applied" vs "cancelled by the app" vs
-# "claimed by another worker".
+# inserted only while the job's lease is still this attempt's, and only if a batch retried
+# after an ambiguous failure did not insert it already. (Not ON CONFLICT DO NOTHING: its
+# speculative insertion logs a 48-byte confirmation record per row, a fifth of a delta's
+# WAL. The rare retry that races its own lost first try fails on the key and goes again.)
+# The job's row is written only when something about it changes (status, a `partial_content`
+# refresh, the lease), and a refresh is fenced by `content_seq` so that it too applies once.
+# The final SELECT reports every job's state *before* the statement: "already applied" vs
+# "cancelled by the app" vs "claimed by another worker".
 _FLUSH = """
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::text[],
                          $6::text[], $7::int[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::bool[]) WITH ORDINALITY
+                         $11::text[], $12::bool[], $14::bool[]) WITH ORDINALITY
         AS b(id, lease, attempt, seq, delta, refresh, refresh_from, status, response_data,
-             error_code, error_message, touch, ord)
+             error_code, error_message, touch, renew, ord)
 ),
 current AS (
     SELECT b.ord, j.id, j.status, j.lease_token = b.lease AS leased, j.content_seq,
@@ -168,7 +183,8 @@ inserted AS (
     SELECT b.id, b.attempt, b.seq, b.delta
     FROM batch b JOIN current c ON c.ord = b.ord
     WHERE c.active AND b.delta <> ''
-    ON CONFLICT DO NOTHING
+      AND NOT EXISTS (SELECT FROM ai_streaming_job_deltas d
+                      WHERE d.job_id = b.id AND d.attempt = b.attempt AND d.seq = b.seq)
 ),
 updated AS (
     UPDATE ai_streaming_jobs j
@@ -178,7 +194,9 @@ updated AS (
         content_seq = CASE WHEN b.refresh IS NULL THEN j.content_seq ELSE b.seq END,
         updated_at = CASE WHEN b.refresh IS NOT NULL OR b.status IS NOT NULL
                           THEN now() ELSE j.updated_at END,
-        lease_expires_at = now() + make_interval(secs => $13),
+        lease_expires_at = CASE WHEN b.status IN ('completed', 'failed', 'pending') THEN NULL
+                                WHEN b.renew THEN now() + make_interval(secs => $13)
+                                ELSE j.lease_expires_at END,
         response_data = coalesce(b.response_data::jsonb, j.response_data),
         error_code = coalesce(b.error_code, j.error_code),
         error_message = coalesce(b.error_message, j.error_message),
@@ -199,7 +217,7 @@ ORDER BY c.ord
 _SETTLE_CANCELLED = """
 UPDATE ai_streaming_jobs
 SET completed_at = coalesce(completed_at, now()),
-    response_data = coalesce(response_data, $3::jsonb)
+    response_data = coalesce(response_data, $3::jsonb), lease_expires_at = NULL
 WHERE id = $1 AND lease_token = $2 AND status = 'cancelled'
 """
 
@@ -250,8 +268,8 @@ class _ClaimRequest:
 @dataclass(frozen=True, slots=True)
 class FlushItem:
     """One job's share of a flush: a delta numbered `seq` if it has new text, and a row
-    update if `touch`; `refresh` is appended to `partial_content` where it held
-    `refresh_from` deltas' text."""
+    update if `touch` (extending the lease if `renew`); `refresh` is appended to
+    `partial_content` where it held `refresh_from` deltas' text."""
 
     job_id: uuid.UUID
     lease: uuid.UUID
@@ -265,6 +283,7 @@ class FlushItem:
     error_code: str | None
     error_message: str | None
     touch: bool
+    renew: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +376,7 @@ class JobStore:
     async def _claim_retrying(self, request: _ClaimRequest) -> Claim | ClaimRefused:
         async for retry in AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailable),
-            wait=wait_exponential_jitter(initial=0.1, max=2),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2),
             stop=stop_after_delay(_CLAIM_RETRY_S),
             reraise=True,
         ):
@@ -432,23 +451,25 @@ class JobStore:
         Retry-safe as a whole. At most one item per job: one attempt owns a job at a time.
         """
         async with self._writer_connection() as conn:
-            rows = await conn.fetch(
-                _FLUSH,
-                [item.job_id for item in items],
-                [item.lease for item in items],
-                [item.attempt for item in items],
-                [item.seq for item in items],
-                [item.delta for item in items],
-                [item.refresh for item in items],
-                [item.refresh_from for item in items],
-                [None if item.status is None else item.status.value for item in items],
-                [_json_or_none(item.response_data) for item in items],
-                [item.error_code for item in items],
-                [item.error_message for item in items],
-                [item.touch for item in items],
-                lease_s,
-                timeout=_STATEMENT_TIMEOUT_S,
-            )
+            with _retry_on_conflict():
+                rows = await conn.fetch(
+                    _FLUSH,
+                    [item.job_id for item in items],
+                    [item.lease for item in items],
+                    [item.attempt for item in items],
+                    [item.seq for item in items],
+                    [item.delta for item in items],
+                    [item.refresh for item in items],
+                    [item.refresh_from for item in items],
+                    [None if item.status is None else item.status.value for item in items],
+                    [_json_or_none(item.response_data) for item in items],
+                    [item.error_code for item in items],
+                    [item.error_message for item in items],
+                    [item.touch for item in items],
+                    lease_s,
+                    [item.renew for item in items],
+                    timeout=_STATEMENT_TIMEOUT_S,
+                )
         return [_flush_result(row, item) for row, item in zip(rows, items, strict=True)]
 
     async def settle_cancelled(
@@ -543,6 +564,16 @@ class JobStore:
                 "SELECT status FROM ai_streaming_jobs WHERE id = $1", job_id
             )
         return bool(cancelled), None if value is None else Status(value)
+
+
+@contextlib.contextmanager
+def _retry_on_conflict() -> Iterator[None]:
+    """A retried flush that ran into its own first try, still committing on a lost
+    connection: the next retry sees those deltas and skips them."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        raise StoreUnavailable(f"flush raced its own retry: {exc}") from exc
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -150,10 +150,17 @@ class StreamWriter:
         self._buffers.pop(buffer.claim.lease, None)
 
     async def run(self) -> None:
-        """Flush until `close()`; the flush after it writes whatever is left."""
+        """Flush until `close()`; the flush after it writes whatever is left.
+
+        Flushes start on a fixed beat, not an interval after the last one ended: text then
+        waits at most one interval plus one commit, however long the commits take.
+        """
+        loop = asyncio.get_running_loop()
+        beat = loop.time()
         while True:
+            beat = max(beat + self._interval_s, loop.time())
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval_s):
+                async with asyncio.timeout_at(beat):
                     await self._wake.wait()
             self._wake.clear()
             closing = self._closing
@@ -219,6 +226,7 @@ class StreamWriter:
             error_code=None if error is None else error.code.value,
             error_message=None if error is None else error.message,
             touch=status is not None or refresh is not None or renew,
+            renew=renew,
         )
         return _Taken(buffer=buffer, item=item, text_since=text_since)
 
@@ -236,7 +244,7 @@ class StreamWriter:
             return
         buffer.seq = item.seq
         buffer.last_seen = committed
-        if item.touch:
+        if item.renew:
             buffer.last_renewed = committed
         if taken.text_since is not None:
             metrics.observe_visibility_lag(committed - taken.text_since)
@@ -256,7 +264,7 @@ class StreamWriter:
     async def _retrying(self, write: Callable[[], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailable),
-            wait=wait_exponential_jitter(initial=0.1, max=5),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5),
             before_sleep=_log_store_retry,
             reraise=True,
         ):
