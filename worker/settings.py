@@ -39,7 +39,7 @@ class Settings(BaseSettings):
 
     content_refresh_s: float = Field(1.0, ge=0)
     delta_retention_s: float = Field(3600.0, ge=0)
-    flush_interval_s: float = Field(0.2, gt=0, le=10)
+    flush_interval_s: float = Field(0.4, gt=0, le=10)
     flush_max_chars: int = Field(8192, ge=1)
     delta_sweep_interval_s: float = Field(60.0, gt=0, le=60)
 
