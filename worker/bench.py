@@ -21,6 +21,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,6 +65,11 @@ FOREIGN_LOAD_WARN = 0.15
 SATURATED = 0.9
 STRETCHED = 1.15  # job duration over the simulator's pace
 OTHER_DB_WARN = 100
+# Idle pickup: one-token jobs sent one at a time, each after the last has ended.
+PICKUP_PROBES = 40
+PICKUP_SPACING_S = 0.2
+PICKUP_USER = "bench-pickup"
+PICKUP_TIMEOUT_S = 30
 TERMINAL_EVENTS = frozenset({"job_completed", "job_failed", "job_cancelled", "job_already_ended"})
 _TAG = re.compile(r"^bench (\S+) (\d+):")
 _LISTENING = re.compile(rb"simulator listening on (http://\S+)")
@@ -78,7 +84,7 @@ class Config:
     tokens: int = 200
     tps: float = 20.0
     ttft_s: float = 0.2
-    flush_interval_s: float = 0.2
+    flush_interval_s: float = 0.4
     content_refresh_s: float = 1.0
     workers: int = 1
     label: str = "standard"
@@ -330,6 +336,12 @@ class WorkerLog:
             self.ended[job_id] = str(event)
         if record.get("level") in ("warning", "error", "critical"):
             self.problems[str(event)] += 1
+
+    def forget_jobs(self) -> None:
+        """Start counting claims and ends afresh (after the pickup probes)."""
+        self.first_claim_at = None
+        self.claimed.clear()
+        self.ended.clear()
 
     def close(self) -> None:
         self._file.close()
@@ -621,6 +633,7 @@ async def run_benchmark(cfg: Config) -> dict[str, Any]:
             queue_url, models_file,
         )  # fmt: skip
         worker = await _worker_phase(parts)
+        import_litellm_s = await _import_litellm_s(parts)
         baselines: dict[str, Any] = {}
         if not cfg.skip_baselines:
             for kind in ("litellm", "floor"):
@@ -631,6 +644,7 @@ async def run_benchmark(cfg: Config) -> dict[str, Any]:
         placement=placement,
         worker=worker,
         baselines=baselines,
+        import_litellm_s=import_litellm_s,
         server_version=server_version,
         duration_s=time.monotonic() - began,
         load_before=load_before,
@@ -776,12 +790,14 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
             await wait_for(
                 _started(log), what="worker start", child=worker, timeout_s=READY_TIMEOUT_S
             )
-        _note(f"{len(workers)} worker(s) ready; sending {cfg.jobs} jobs")
-        rss_before = [status_kib(w.pid, "VmRSS") for w in workers]
-        transactions_before = await _transactions(parts)
-        ready = await _sample(parts, workers, database=True)
         sent: dict[str, float] = {}
         async with JobQueue.open(parts.queue_url, region=REGION, endpoint_url=parts.sqs_url) as q:
+            _note(f"{len(workers)} worker(s) ready; {PICKUP_PROBES} pickup probes, one at a time")
+            idle_pickups = await _idle_pickups(parts, q, logs)
+            _note(f"sending {cfg.jobs} jobs")
+            rss_before = [status_kib(w.pid, "VmRSS") for w in workers]
+            transactions_before = await _transactions(parts)
+            ready = await _sample(parts, workers, database=True)
             run = await _feed_and_watch(
                 parts, workers=workers, logs=logs, queue=q, job_ids=job_ids, sent=sent
             )
@@ -812,6 +828,7 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
         run.done.wal_lsn,
         ready.wal_lsn,
     )
+    wal_profile = await _wal_profile(parts, ready.wal_lsn, run.done.wal_lsn)
     rows, deltas = await _results(parts.dsn)
     records = await _simulator_records(parts.sim_url, cfg, phase="job")
     return _worker_figures(
@@ -827,12 +844,106 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
         transactions=transactions,
         other_transactions=others,
         wal_bytes=wal_bytes,
+        wal_profile=wal_profile,
+        idle_pickups=idle_pickups,
         rows=rows,
         deltas=deltas,
         records=records,
         exit_codes=exit_codes,
         stop_s=stop_s,
     )
+
+
+_WALDUMP_LINE = re.compile(
+    r"rmgr: (\S+)\s+len \(rec/tot\):\s+\d+/\s*(\d+),.*?desc: (\S+)(?:.*?rel \d+/\d+/(\d+))?"
+)
+
+
+async def _wal_profile(parts: Parts, start: str | None, end: str | None) -> dict[str, Any]:
+    """WAL of the run by record type and relation, read back with pg_waldump: the profile
+    that says where the bytes go (needs a superuser and the server's files on this host)."""
+    waldump = _find_waldump()
+    if waldump is None or start is None or end is None:
+        return {"unavailable": "pg_waldump not found"}
+    try:
+        data_dir = await parts.admin.fetchval("SHOW data_directory")
+    except Exception as error:  # noqa: BLE001 - reported, not fatal
+        return {"unavailable": f"data_directory: {error}"}
+    process = await asyncio.create_subprocess_exec(
+        str(waldump), "-p", f"{data_dir}/pg_wal", "-s", start, "-e", end,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    totals: Counter[tuple[str, str, str]] = Counter()
+    counts: Counter[tuple[str, str, str]] = Counter()
+    assert process.stdout is not None
+    async for line in process.stdout:
+        match = _WALDUMP_LINE.match(line.decode(errors="replace"))
+        if match:
+            rmgr, size, record, relfilenode = match.groups()
+            key = (rmgr, record, relfilenode or "")
+            totals[key] += int(size)
+            counts[key] += 1
+    stderr = (await process.communicate())[1].decode(errors="replace").strip()
+    if not totals:
+        return {"unavailable": stderr[:200] or "pg_waldump printed nothing"}
+    names = await _relation_names(parts.dsn, {int(rel) for _, _, rel in totals if rel})
+    return {
+        "records": [
+            {
+                "record": f"{rmgr} {record}",
+                "relation": names.get(rel, rel or None),
+                "count": counts[(rmgr, record, rel)],
+                "bytes": size,
+            }
+            for (rmgr, record, rel), size in totals.most_common()
+        ]
+    }
+
+
+def _find_waldump() -> str | None:
+    """pg_waldump from PATH, or Debian's newest server version's directory."""
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_waldump"), reverse=True)
+    return shutil.which("pg_waldump") or (str(installed[0]) if installed else None)
+
+
+async def _relation_names(dsn: str, relfilenodes: set[int]) -> dict[str, str]:
+    import asyncpg  # noqa: PLC0415, TID251 (the harness reads the database from outside)
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT relfilenode, relname FROM pg_class WHERE relfilenode = ANY($1::oid[])",
+            sorted(relfilenodes),
+        )
+    finally:
+        await conn.close()
+    return {str(row["relfilenode"]): row["relname"] for row in rows}
+
+
+def _per_job(profile: dict[str, Any], jobs: int, *, top: int = 10) -> Any:
+    """The biggest WAL items per job, and the rest summed."""
+    if "records" not in profile:
+        return profile
+    records = profile["records"]
+    shown = [
+        {
+            **item,
+            "per_job": round(item["bytes"] / jobs),
+            "bytes_each": item["bytes"] // item["count"],
+        }
+        for item in records[:top]
+    ]
+    rest = records[top:]
+    if rest:
+        shown.append(
+            {
+                "record": "other",
+                "count": sum(item["count"] for item in rest),
+                "bytes": sum(item["bytes"] for item in rest),
+                "per_job": round(sum(item["bytes"] for item in rest) / jobs),
+            }
+        )
+    return shown
 
 
 def _started(log: WorkerLog) -> Callable[[], Awaitable[bool]]:
@@ -919,6 +1030,49 @@ async def _feed_and_watch(
     )
 
 
+async def _idle_pickups(parts: Parts, queue: JobQueue, logs: Sequence[WorkerLog]) -> list[float]:
+    """Messages sent one at a time to idle workers, each a one-token job: the receive path's
+    own latency (message sent -> row claimed), with no backlog in front of it."""
+    import asyncpg  # noqa: PLC0415, TID251 (the harness writes and reads rows as the app does)
+
+    directive = "[[sim tokens=1 tps=100 ttft=0]]"
+    conn = await asyncpg.connect(parts.dsn)
+    try:
+        rows = await conn.fetch(
+            "INSERT INTO ai_streaming_jobs (user_id, request_data)"
+            " SELECT $1, r::jsonb FROM unnest($2::text[]) AS t(r) RETURNING id::text",
+            PICKUP_USER,
+            [
+                json.dumps(
+                    {"model": MODEL, "messages": [{"role": "user", "content": f"p{i} {directive}"}]}
+                )
+                for i in range(PICKUP_PROBES)
+            ],
+        )
+        sent: dict[str, float] = {}
+        for row in rows:
+            job_id = row["id"]
+            await asyncio.sleep(PICKUP_SPACING_S)  # the workers are back in their long polls
+            await _send(queue, job_id, sent)
+            deadline = time.monotonic() + PICKUP_TIMEOUT_S
+            while not any(job_id in log.ended for log in logs):
+                if time.monotonic() > deadline:
+                    raise BenchError(f"pickup probe {job_id} did not end in {PICKUP_TIMEOUT_S} s")
+                await asyncio.sleep(0.01)
+                for log in logs:
+                    log.poll()
+        started = await conn.fetch(
+            "SELECT id::text, extract(epoch FROM started_at)::float8 AS started_at"
+            " FROM ai_streaming_jobs WHERE user_id = $1",
+            PICKUP_USER,
+        )
+    finally:
+        await conn.close()
+    for log in logs:
+        log.forget_jobs()
+    return [row["started_at"] - sent[row["id"]] for row in started]
+
+
 async def _send(queue: JobQueue, job_id: str, sent: dict[str, float]) -> None:
     await queue.send(uuid.UUID(job_id))
     sent[job_id] = time.time()  # when SQS has it: the app's "sent"
@@ -936,14 +1090,16 @@ async def _results(dsn: str) -> tuple[list[JobRow], dict[str, list[tuple[int, fl
             " extract(epoch FROM completed_at)::float8 AS completed_at,"
             " octet_length(partial_content) AS text_bytes,"
             " encode(sha256(convert_to(partial_content, 'UTF8')), 'hex') AS text_sha256"
-            " FROM ai_streaming_jobs"
+            " FROM ai_streaming_jobs WHERE user_id <> $1",
+            PICKUP_USER,
         )
         delta_rows = await conn.fetch(
             "SELECT d.job_id::text, char_length(d.content) AS chars,"
             " extract(epoch FROM d.created_at)::float8 AS created_at"
             " FROM ai_streaming_job_deltas d"
             " JOIN ai_streaming_jobs j ON j.id = d.job_id AND d.attempt = j.attempts"
-            " ORDER BY d.job_id, d.seq"
+            " WHERE j.user_id <> $1 ORDER BY d.job_id, d.seq",
+            PICKUP_USER,
         )
     finally:
         await conn.close()
@@ -1016,6 +1172,8 @@ def _worker_figures(
     transactions: int,
     other_transactions: int,
     wal_bytes: int | None,
+    wal_profile: dict[str, Any],
+    idle_pickups: list[float],
     rows: list[JobRow],
     deltas: dict[str, list[tuple[int, float]]],
     records: list[dict[str, Any]],
@@ -1120,6 +1278,7 @@ def _worker_figures(
         "first_claim_after_first_send_s": _first_claim_delay(logs, run.first_send_at),
         "pickup_latency_s": distribution(every),
         "pickup_latency_free_slot_s": distribution(free),
+        "pickup_latency_idle_s": distribution(idle_pickups),
         "visibility_lag_s": distribution(lags),
         "visibility_misfit_deltas": misfits,
         "db": {
@@ -1138,6 +1297,7 @@ def _worker_figures(
             "wal_per_text_byte": ratio(wal_bytes, text_bytes),
             "full_page_images": done.wal_fpi - ready.wal_fpi,
             "checkpoints_during_run": done.checkpoints - ready.checkpoints,
+            "by_record": _per_job(wal_profile, cfg.jobs),
         },
         "simulator_cpu_share": round(sim_share, 3),
         "moto_cpu_share": round((done.moto_cpu_s - ready.moto_cpu_s) / active_s, 3),
@@ -1157,6 +1317,18 @@ def _first_claim_delay(logs: Sequence[WorkerLog], first_send_at: float | None) -
 
 
 # --- baselines ------------------------------------------------------------------------------
+
+
+async def _import_litellm_s(parts: Parts) -> float:
+    """`import litellm` alone, on the worker's core: most of the worker's start."""
+    with affinity(parts.placement.workers[0]):
+        began = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import litellm", env=child_env(), cwd=parts.run_dir,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    await process.wait()
+    return round(time.monotonic() - began, 2)
 
 
 async def _baseline_phase(parts: Parts, kind: str) -> dict[str, Any]:
@@ -1326,7 +1498,8 @@ NOTES = [
     "first_claim_to_last_end as sampled by the harness every 0.1 s",
     "pickup latency: the row's started_at minus when the harness's SendMessage returned; "
     "free_slot counts only jobs that, when sent, fit in the workers' free slots (the rest "
-    "also waited for other jobs to finish)",
+    "also waited for other jobs to finish); idle: one-token probe jobs sent one at a time "
+    "before the run, each 0.2 s after the last one ended",
     "visibility lag: per chunk, its delta row's created_at (now() of the flush's "
     "transaction, a few ms before commit) minus when the simulator sent the chunk "
     "(request start + ttft + k / tps)",
@@ -1350,6 +1523,7 @@ def _report(
     placement: Placement,
     worker: dict[str, Any],
     baselines: dict[str, Any],
+    import_litellm_s: float,
     server_version: str,
     duration_s: float,
     load_before: list[float],
@@ -1380,6 +1554,8 @@ def _report(
         "worker": worker,
         "baselines": baselines,
         "ratios_cpu_us_per_chunk": ratios,
+        # The worker's start is mostly this import, measured alone on the worker's core.
+        "import_litellm_s": import_litellm_s,
         "warnings": warnings,
         "notes": NOTES,
     }
@@ -1482,7 +1658,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokens", type=int, help="chunks per answer (standard 200)")
     parser.add_argument("--tps", type=float, help="chunks per second per stream (standard 20)")
     parser.add_argument("--ttft", type=float, help="seconds to the first chunk (standard 0.2)")
-    parser.add_argument("--flush-interval", type=float, help="WORKER_FLUSH_INTERVAL_S (0.2)")
+    parser.add_argument("--flush-interval", type=float, help="WORKER_FLUSH_INTERVAL_S (0.4)")
     parser.add_argument("--content-refresh", type=float, help="WORKER_CONTENT_REFRESH_S (1)")
     parser.add_argument("--workers", type=int, choices=(1, 2), help="worker processes (1)")
     parser.add_argument("--label", help="names the result file (default: the preset)")
