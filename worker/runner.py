@@ -308,7 +308,7 @@ def _retryable(error: BaseException) -> bool:
     return isinstance(error, TransientError)
 
 
-_backoff = wait_exponential_jitter(initial=0.5, max=20, jitter=0.5)
+_backoff = wait_exponential_jitter(multiplier=0.5, max=20, jitter=0.5)
 
 
 def _wait_honouring_retry_after(state: RetryCallState) -> float:

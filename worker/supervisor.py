@@ -137,7 +137,7 @@ class Supervisor:
             wait_s = min(wait_s, DRAIN_POLL_S)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(QueueUnavailable),
-            wait=wait_exponential_jitter(initial=1, max=30),
+            wait=wait_exponential_jitter(multiplier=1, max=30),
             before_sleep=_log_receive_retry,
         ):
             with attempt:
