@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +122,9 @@ class JobRunner:
     async def _attempt(
         self, buffer: JobBuffer, target: Target, request: JobRequest, started: float
     ) -> Outcome:
-        parts: list[str] = []
+        # The attempt's whole text, only for counting tokens when the provider sends no usage:
+        # one growing buffer, not a string object per chunk.
+        text = io.StringIO()
         try:
             # The provider's slot is awaited outside the first-token timeout: a job queued
             # behind its provider's limit waits (up to the job timeout) instead of failing.
@@ -130,11 +133,11 @@ class JobRunner:
                 asyncio.timeout(self._timeouts.job_s),
                 self._llm.permit(target),
             ):
-                result = await self._stream(buffer, target, request, parts)
+                result = await self._stream(buffer, target, request, text)
         except JobStopped as stopped:
             if not stopped.cancelled:
                 return Outcome(None)
-            partial = self._llm.count_tokens(target, request, "".join(parts))
+            partial = self._llm.count_tokens(target, request, text.getvalue())
             return Outcome(Status.CANCELLED, response_data=_partial_response(partial, target))
         except TimeoutError:
             return Outcome(
@@ -143,7 +146,7 @@ class JobRunner:
             )
         except JobError as error:
             return Outcome(Status.FAILED, error=error)
-        usage = result.usage or self._llm.count_tokens(target, request, "".join(parts))
+        usage = result.usage or self._llm.count_tokens(target, request, text.getvalue())
         result.usage = usage
         return Outcome(
             Status.COMPLETED,
@@ -151,7 +154,7 @@ class JobRunner:
         )
 
     async def _stream(
-        self, buffer: JobBuffer, target: Target, request: JobRequest, parts: list[str]
+        self, buffer: JobBuffer, target: Target, request: JobRequest, text: io.StringIO
     ) -> StreamResult:
         """One attempt's stream, retrying transient failures that come before any text."""
         async for retry in AsyncRetrying(
@@ -162,11 +165,11 @@ class JobRunner:
             reraise=True,
         ):
             with retry:
-                return await self._stream_once(buffer, target, request, parts)
+                return await self._stream_once(buffer, target, request, text)
         raise AssertionError("unreachable: AsyncRetrying reraises the last error")
 
     async def _stream_once(
-        self, buffer: JobBuffer, target: Target, request: JobRequest, parts: list[str]
+        self, buffer: JobBuffer, target: Target, request: JobRequest, text: io.StringIO
     ) -> StreamResult:
         loop = asyncio.get_running_loop()
         result = StreamResult(model=target.model)
@@ -177,11 +180,11 @@ class JobRunner:
         moved_at = 0.0
         try:
             async with asyncio.timeout(self._timeouts.first_token_s) as deadline:
-                async for text in self._llm.stream(target, request, result):
-                    if not parts:
+                async for chunk in self._llm.stream(target, request, result):
+                    if not text.tell():
                         _first_token(result, target)
-                    parts.append(text)
-                    buffer.append(text)
+                    text.write(chunk)
+                    buffer.append(chunk)
                     now = loop.time()
                     if now - moved_at >= step:
                         deadline.reschedule(now + stall_s)
@@ -190,7 +193,7 @@ class JobRunner:
                 time.monotonic() - result.started_at
             )
         except TimeoutError:
-            if parts:
+            if text.tell():
                 raise _TextArrived(
                     StreamBroken(f"the stream was silent for {stall_s:g} s")
                 ) from None
@@ -198,7 +201,7 @@ class JobRunner:
                 f"no first token within {self._timeouts.first_token_s:g} s"
             ) from None
         except TransientError as error:
-            if parts:
+            if text.tell():
                 raise _TextArrived(error) from None
             raise
         return result
