@@ -607,6 +607,9 @@ _DIRECT_PARAMS = frozenset(
 )
 
 
+_MAPPED_OPTIONS_KEPT = 256
+
+
 @dataclass(frozen=True)
 class _Direct:
     """A deployment in OpenAI's wire format that the worker streams itself."""
@@ -616,16 +619,13 @@ class _Direct:
     api_base: str | None
     api_key: str | None
     config: Any
+    # LiteLLM's parameter mapping by the job's options: most of the cost of building a
+    # request, and the same for every job that asks with the same options.
+    _mapped: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
     def request(self, request: JobRequest) -> tuple[str, dict[str, str], dict[str, Any]]:
         """URL, headers and body exactly as LiteLLM would send them."""
-        optional = get_optional_params(
-            model=self.model,
-            custom_llm_provider="openai",
-            stream=True,
-            stream_options={"include_usage": True},
-            **request.options,
-        )
+        optional = dict(self._optional_params(request.options))
         api_base = self.config.get_api_base(self.api_base)
         api_key = self.config.get_api_key(self.api_key)
         headers = self.config.validate_environment(
@@ -635,6 +635,21 @@ class _Direct:
         body = self.config.transform_request(self.model, request.messages, optional, {}, headers)
         body.update(body.pop("extra_body", None) or {})  # the openai SDK would merge it
         return url, headers, body
+
+    def _optional_params(self, options: dict[str, Any]) -> dict[str, Any]:
+        key = json.dumps(options, sort_keys=True)
+        mapped = self._mapped.get(key)
+        if mapped is None:
+            if len(self._mapped) >= _MAPPED_OPTIONS_KEPT:
+                self._mapped.clear()
+            mapped = self._mapped[key] = get_optional_params(
+                model=self.model,
+                custom_llm_provider="openai",
+                stream=True,
+                stream_options={"include_usage": True},
+                **options,
+            )
+        return mapped
 
 
 def _direct_routes(catalog: ModelCatalog) -> dict[str, _Direct]:
