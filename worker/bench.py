@@ -93,6 +93,9 @@ class Config:
     sim_processes: int = 1
     max_waiting: int | None = None
     timeout_s: float | None = None
+    # Caps each worker at this share of a core (cgroup v1 CPU quota): two capped workers fit
+    # beside the simulator, moto and PostgreSQL on a 2-core machine, for the scaling figure.
+    worker_cpu_quota: float | None = None
 
     @property
     def capacity(self) -> int:
@@ -265,6 +268,33 @@ def spawn(
             cwd=logs_dir,  # away from a developer's .env in the checkout
         )
     return Child(name, popen, log_path, spawned_at, cpus)
+
+
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+CFS_PERIOD_US = 100_000
+
+
+@contextlib.contextmanager
+def cpu_quota(pid: int, share: float, *, name: str) -> Iterator[None]:
+    """Hold process `pid` to `share` of one core with a cgroup v1 CPU quota."""
+    group = CGROUP_CPU / f"sw-bench-{os.getpid()}-{name}"
+    try:
+        group.mkdir()
+        (group / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (group / "cpu.cfs_quota_us").write_text(str(int(share * CFS_PERIOD_US)))
+        (group / "cgroup.procs").write_text(str(pid))
+    except OSError as error:
+        raise BenchError(
+            f"--worker-cpu-quota needs root and cgroup v1 at {CGROUP_CPU}: {error}"
+        ) from None
+    try:
+        yield
+    finally:
+        # A group must be empty to go: move the process (if still there) back first.
+        with contextlib.suppress(OSError):
+            (CGROUP_CPU / "cgroup.procs").write_text(str(pid))
+        with contextlib.suppress(OSError):
+            group.rmdir()
 
 
 def free_port() -> int:
@@ -512,11 +542,11 @@ class Placement:
     note: str
 
     @classmethod
-    def for_run(cls, workers: int) -> Placement:
+    def for_run(cls, workers: int, *, shared: bool = False) -> Placement:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             return cls([None] * workers, None, "one core only: nothing pinned")
-        if workers == 1:
+        if workers == 1 and not shared:
             return cls(
                 [{cpus[0]}],
                 {cpus[1]},
@@ -572,7 +602,7 @@ async def run_benchmark(cfg: Config) -> dict[str, Any]:
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     os.environ.update(AWS_ENV)
-    placement = Placement.for_run(cfg.workers)
+    placement = Placement.for_run(cfg.workers, shared=cfg.worker_cpu_quota is not None)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = (RESULTS_DIR / "tmp" / f"{stamp}-{cfg.label}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -775,6 +805,7 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
     )
     workers: list[Child] = []
     logs: list[WorkerLog] = []
+    quotas = contextlib.ExitStack()
     try:
         for index, cpus in enumerate(parts.placement.workers):
             worker = spawn(
@@ -786,6 +817,8 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
             )
             workers.append(worker)
             logs.append(WorkerLog(worker.log_path))
+            if cfg.worker_cpu_quota is not None:
+                quotas.enter_context(cpu_quota(worker.pid, cfg.worker_cpu_quota, name=worker.name))
         for worker, log in zip(workers, logs, strict=True):
             await wait_for(
                 _started(log), what="worker start", child=worker, timeout_s=READY_TIMEOUT_S
@@ -815,6 +848,7 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
     finally:
         for worker in workers:
             await asyncio.to_thread(worker.stop)
+        quotas.close()
         for log in logs:
             log.close()
     # Exited backends have flushed their statistics; a moment for the last ones to land.
@@ -1667,6 +1701,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sim-processes", type=int, help="simulator processes (1)")
     parser.add_argument("--max-waiting", type=int, help="messages kept waiting in the queue")
     parser.add_argument("--timeout", type=float, help="seconds before giving up on the jobs")
+    parser.add_argument(
+        "--worker-cpu-quota",
+        type=float,
+        help="cap each worker at this share of a core (cgroup v1, root); for --workers 2 scaling",
+    )
     # Internal: one baseline in this process (the harness starts these).
     parser.add_argument("--baseline", choices=("litellm", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--api-base", help=argparse.SUPPRESS)
@@ -1691,6 +1730,7 @@ def config_from(args: argparse.Namespace) -> Config:
             "sim_processes": args.sim_processes,
             "max_waiting": args.max_waiting,
             "timeout_s": args.timeout,
+            "worker_cpu_quota": args.worker_cpu_quota,
         }.items()
         if value is not None
     }
