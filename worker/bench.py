@@ -765,11 +765,9 @@ async def _transactions(parts: Parts) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-async def _worker_phase(parts: Parts) -> dict[str, Any]:
-    """Run the worker(s) on every job, as the app submits them; return the figures."""
-    import asyncpg  # noqa: PLC0415, TID251 (the harness writes and reads rows as the app does)
-
-    from worker.queue import JobQueue  # noqa: PLC0415 (keeps `--baseline` processes lean)
+async def _insert_jobs(parts: Parts) -> list[str]:
+    """The run's job rows, written as the app does; their ids in job order."""
+    import asyncpg  # noqa: PLC0415, TID251 (the harness writes rows as the app does)
 
     cfg = parts.cfg
     conn = await asyncpg.connect(parts.dsn)
@@ -786,7 +784,15 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
         )
     finally:
         await conn.close()
-    job_ids = [row["id"] for row in sorted(inserted, key=lambda r: int(r["user_id"]))]
+    return [row["id"] for row in sorted(inserted, key=lambda r: int(r["user_id"]))]
+
+
+async def _worker_phase(parts: Parts) -> dict[str, Any]:
+    """Run the worker(s) on every job, as the app submits them; return the figures."""
+    from worker.queue import JobQueue  # noqa: PLC0415 (keeps `--baseline` processes lean)
+
+    cfg = parts.cfg
+    job_ids = await _insert_jobs(parts)
     env = child_env(
         {
             "DATABASE_URL": parts.dsn,
@@ -796,7 +802,6 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
             "WORKER_CONCURRENCY": str(cfg.concurrency),
             "WORKER_FLUSH_INTERVAL_S": f"{cfg.flush_interval_s:g}",
             "WORKER_CONTENT_REFRESH_S": f"{cfg.content_refresh_s:g}",
-            "WORKER_METRICS_PORT": "0",
             "WORKER_LOG_FORMAT": "json",
             "WORKER_LOG_LEVEL": "info",
             # Every job has ended when the harness stops the workers: no grace is needed.
@@ -806,13 +811,15 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
     workers: list[Child] = []
     logs: list[WorkerLog] = []
     quotas = contextlib.ExitStack()
+    metrics_ports: list[int] = []
     try:
         for index, cpus in enumerate(parts.placement.workers):
+            metrics_ports.append(free_port())
             worker = spawn(
                 f"worker-{index}",
                 [sys.executable, "-m", "worker", "run"],
                 logs_dir=parts.run_dir,
-                env=env,
+                env={**env, "WORKER_METRICS_PORT": str(metrics_ports[-1])},
                 cpus=cpus,
             )
             workers.append(worker)
@@ -835,6 +842,7 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
                 parts, workers=workers, logs=logs, queue=q, job_ids=job_ids, sent=sent
             )
         peak = [status_kib(w.pid, "VmHWM") for w in workers]
+        histograms = await _worker_histograms(metrics_ports)
         _note(
             "every job has ended; stopping the worker(s)"
             if run.finished
@@ -880,6 +888,7 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
         wal_bytes=wal_bytes,
         wal_profile=wal_profile,
         idle_pickups=idle_pickups,
+        histograms=histograms,
         rows=rows,
         deltas=deltas,
         records=records,
@@ -1064,6 +1073,45 @@ async def _feed_and_watch(
     )
 
 
+_HISTOGRAMS = {
+    "flush_s": "streaming_worker_db_flush_duration_seconds",
+    "flush_jobs": "streaming_worker_db_flush_rows",
+    "visibility_lag_s": "streaming_worker_visibility_lag_seconds",
+}
+_BUCKET = re.compile(r'^(\w+)_bucket\{.*?le="([^"]+)".*\} (\S+)$')
+
+
+async def _worker_histograms(ports: Sequence[int]) -> dict[str, Any]:
+    """p50/p99 (bucket upper bounds) and mean of the workers' flush and lag histograms."""
+    text = ""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        for port in ports:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(f"http://{HOST}:{port}/metrics") as resp:
+                    text += await resp.text()
+    figures: dict[str, Any] = {}
+    for label, name in _HISTOGRAMS.items():
+        buckets: dict[float, float] = {}
+        total = count = 0.0
+        for line in text.splitlines():
+            match = _BUCKET.match(line)
+            if match and match[1] == name:
+                le = float(match[2])
+                buckets[le] = buckets.get(le, 0.0) + float(match[3])
+            elif line.startswith(f"{name}_sum "):
+                total += float(line.split()[1])
+            elif line.startswith(f"{name}_count "):
+                count += float(line.split()[1])
+        if count:
+            bounds = sorted(buckets.items())
+            figures[label] = {
+                "n": int(count),
+                "mean": round(total / count, 4),
+                **{f"p{q}": next(le for le, c in bounds if c >= count * q / 100) for q in (50, 99)},
+            }
+    return figures
+
+
 async def _idle_pickups(parts: Parts, queue: JobQueue, logs: Sequence[WorkerLog]) -> list[float]:
     """Messages sent one at a time to idle workers, each a one-token job: the receive path's
     own latency (message sent -> row claimed), with no backlog in front of it."""
@@ -1208,6 +1256,7 @@ def _worker_figures(
     wal_bytes: int | None,
     wal_profile: dict[str, Any],
     idle_pickups: list[float],
+    histograms: dict[str, Any],
     rows: list[JobRow],
     deltas: dict[str, list[tuple[int, float]]],
     records: list[dict[str, Any]],
@@ -1314,6 +1363,14 @@ def _worker_figures(
         "pickup_latency_free_slot_s": distribution(free),
         "pickup_latency_idle_s": distribution(idle_pickups),
         "visibility_lag_s": distribution(lags),
+        # From the workers' own /metrics: how long a flush takes, and the lag they measure
+        # (text received -> commit), as bucket bounds.
+        "worker_histograms": histograms,
+        # The simulator's own delays count in the lag (it is measured from the due time).
+        "simulator_late_chunks_share": ratio(
+            sum(int(r.get("late_chunks", 0)) for r in records), chunks, 4
+        ),
+        "simulator_late_max_s": max((r.get("late_max_s", 0.0) for r in records), default=None),
         "visibility_misfit_deltas": misfits,
         "db": {
             "transactions": transactions,
@@ -1536,7 +1593,8 @@ NOTES = [
     "before the run, each 0.2 s after the last one ended",
     "visibility lag: per chunk, its delta row's created_at (now() of the flush's "
     "transaction, a few ms before commit) minus when the simulator sent the chunk "
-    "(request start + ttft + k / tps)",
+    "(request start + ttft + k / tps); simulator_late_chunks_share is the share of chunks "
+    "the simulator itself sent over 50 ms after that time (its core was busy)",
     "db transactions: pg_stat_database xact_commit + xact_rollback of the bench database "
     "from the worker being ready until it exited (each autocommit statement is one "
     "transaction; asyncpg's first use of a statement adds a prepare); the harness's own "

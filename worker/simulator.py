@@ -38,6 +38,7 @@ _ERROR_TYPES = {
 _DONE = b"data: [DONE]\n\n"
 _SPLIT_GAP_S = 0.005  # lets the first half leave as its own TCP segment
 _DISCONNECT_POLL_S = 0.05
+_LATE_S = 0.05  # a chunk sent this much after its due time counts as late
 _MASK64 = (1 << 64) - 1
 
 
@@ -287,12 +288,20 @@ async def _send_events(
     # Wall clock, for benchmarks: content chunk k is due at started_at + ttft + k / tps.
     record["started_at"] = time.time()
     interval = 1.0 / plan.tps if plan.tps > 0 else 0.0
+    # How far behind its pace the simulator itself fell (a starved core): a benchmark's lag
+    # figures count from the due time, so they must not be blamed on the client.
+    record["late_chunks"], record["late_max_s"] = 0, 0.0
     for i, tok in enumerate(plan.tokens):
         if await _fault_at(request, record, plan, i):
             return
-        delay = start + i * interval - loop.time()
+        due = start + i * interval
+        delay = due - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        late = loop.time() - due
+        if late > _LATE_S:
+            record["late_chunks"] += 1
+            record["late_max_s"] = max(record["late_max_s"], round(late, 3))
         tok_json = _TOKEN_JSON.get(tok) or json.dumps(tok, ensure_ascii=False).encode()
         if plan.fault.split:
             await _write_split(resp, prefix + tok_json + suffix, len(prefix))
