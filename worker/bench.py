@@ -824,12 +824,12 @@ async def _worker_phase(parts: Parts) -> dict[str, Any]:
             )
             workers.append(worker)
             logs.append(WorkerLog(worker.log_path))
-            if cfg.worker_cpu_quota is not None:
-                quotas.enter_context(cpu_quota(worker.pid, cfg.worker_cpu_quota, name=worker.name))
         for worker, log in zip(workers, logs, strict=True):
             await wait_for(
                 _started(log), what="worker start", child=worker, timeout_s=READY_TIMEOUT_S
             )
+            if cfg.worker_cpu_quota is not None:  # once started: the import is not measured
+                quotas.enter_context(cpu_quota(worker.pid, cfg.worker_cpu_quota, name=worker.name))
         sent: dict[str, float] = {}
         async with JobQueue.open(parts.queue_url, region=REGION, endpoint_url=parts.sqs_url) as q:
             _note(f"{len(workers)} worker(s) ready; {PICKUP_PROBES} pickup probes, one at a time")
