@@ -1078,37 +1078,42 @@ _HISTOGRAMS = {
     "flush_jobs": "streaming_worker_db_flush_rows",
     "visibility_lag_s": "streaming_worker_visibility_lag_seconds",
 }
-_BUCKET = re.compile(r'^(\w+)_bucket\{.*?le="([^"]+)".*\} (\S+)$')
 
 
 async def _worker_histograms(ports: Sequence[int]) -> dict[str, Any]:
     """p50/p99 (bucket upper bounds) and mean of the workers' flush and lag histograms."""
+    from prometheus_client.parser import (  # noqa: PLC0415, TID251 (reads the workers' page)
+        text_string_to_metric_families,
+    )
+
     text = ""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         for port in ports:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with session.get(f"http://{HOST}:{port}/metrics") as resp:
                     text += await resp.text()
+    # Summed over the workers: cumulative bucket counts by upper bound, and sum and count.
+    sums: dict[tuple[str, float | None], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            le = sample.labels.get("le")
+            key = (sample.name, None if le is None else float(le))
+            sums[key] = sums.get(key, 0.0) + sample.value
     figures: dict[str, Any] = {}
     for label, name in _HISTOGRAMS.items():
-        buckets: dict[float, float] = {}
-        total = count = 0.0
-        for line in text.splitlines():
-            match = _BUCKET.match(line)
-            if match and match[1] == name:
-                le = float(match[2])
-                buckets[le] = buckets.get(le, 0.0) + float(match[3])
-            elif line.startswith(f"{name}_sum "):
-                total += float(line.split()[1])
-            elif line.startswith(f"{name}_count "):
-                count += float(line.split()[1])
-        if count:
-            bounds = sorted(buckets.items())
-            figures[label] = {
-                "n": int(count),
-                "mean": round(total / count, 4),
-                **{f"p{q}": next(le for le, c in bounds if c >= count * q / 100) for q in (50, 99)},
-            }
+        count = sums.get((f"{name}_count", None), 0.0)
+        if not count:
+            continue
+        buckets = sorted(
+            (le, n)
+            for (metric, le), n in sums.items()
+            if metric == f"{name}_bucket" and le is not None
+        )
+        figures[label] = {
+            "n": int(count),
+            "mean": round(sums[(f"{name}_sum", None)] / count, 4),
+            **{f"p{q}": next(le for le, n in buckets if n >= count * q / 100) for q in (50, 99)},
+        }
     return figures
 
 

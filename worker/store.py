@@ -268,7 +268,7 @@ class _ClaimRequest:
 @dataclass(frozen=True, slots=True)
 class FlushItem:
     """One job's share of a flush: a delta numbered `seq` if it has new text, and a row
-    update if `touch` (extending the lease if `renew`); `refresh` is appended to
+    update if there is a status, a refresh or a lease to `renew`; `refresh` is appended to
     `partial_content` where it held `refresh_from` deltas' text."""
 
     job_id: uuid.UUID
@@ -282,8 +282,12 @@ class FlushItem:
     response_data: dict[str, Any] | None
     error_code: str | None
     error_message: str | None
-    touch: bool
     renew: bool
+
+    @property
+    def touch(self) -> bool:
+        """The job's row is written, not only read."""
+        return self.status is not None or self.refresh is not None or self.renew
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,7 +225,6 @@ class StreamWriter:
             response_data=None if outcome is None else outcome.response_data,
             error_code=None if error is None else error.code.value,
             error_message=None if error is None else error.message,
-            touch=status is not None or refresh is not None or renew,
             renew=renew,
         )
         return _Taken(buffer=buffer, item=item, text_since=text_since)
