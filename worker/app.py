@@ -13,21 +13,18 @@ from dataclasses import dataclass
 
 import structlog
 
-from worker import __version__, endpoints, housekeeping, metrics
-from worker.jobs import Status
-from worker.llm import LITELLM_VERSION, LLMClient, ModelCatalog
+from worker import __version__, endpoints, exit_codes, housekeeping, metrics
+from worker.exit_codes import ExitCode
+from worker.jobs import Ending
+from worker.llm import LITELLM_VERSION, Completer, ModelCatalog
 from worker.queue import JobQueue
 from worker.runner import JobRunner, Timeouts
 from worker.settings import Settings
 from worker.store import ClaimRefused, JobStore
-from worker.supervisor import Mode, QueuePolicy, Supervisor
+from worker.supervisor import Disposition, Mode, QueuePolicy, Supervisor
 from worker.writer import StreamWriter
 
 log = structlog.get_logger(__name__)
-
-# Outcomes that make `--drain`/`--once` exit non-zero.
-_BAD_OUTCOMES = frozenset({"failed", "poison", "missing", "lost", "crashed", "released"})
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ class Core:
 async def open_core(settings: Settings) -> AsyncIterator[Core]:
     """Store, writer (with its flush task) and runner; closing flushes what is left."""
     catalog = ModelCatalog.load(settings.models_file)
-    llm = LLMClient(catalog, allow_unlisted=settings.allow_unlisted_models)
+    llm = Completer(catalog, allow_unlisted=settings.allow_unlisted_models)
     store = await JobStore.connect(settings.database_url.get_secret_value())
     writer = StreamWriter(
         store,
@@ -125,8 +122,8 @@ async def run_worker(settings: Settings, *, mode: Mode) -> int:
                 )
                 outcomes = await supervisor.run()
     if mode is Mode.DAEMON:
-        return EXIT_OK
-    return _exit_code(outcomes)
+        return ExitCode.OK
+    return exit_codes.for_run(outcomes)
 
 
 async def run_job(settings: Settings, job_id: uuid.UUID) -> int:
@@ -140,26 +137,23 @@ async def run_job(settings: Settings, job_id: uuid.UUID) -> int:
         assert task is not None
         with _on_signals(task.cancel):
             outcome = await core.runner.run(claim, message_id=None)
-    status = outcome.status
+    status = outcome.ending.row_status
     log.info("job_finished", status=None if status is None else status.value)
-    return _exit_code(Counter({"lost" if status is None else status.value: 1}))
+    if outcome.ending is Ending.LOST:
+        return exit_codes.for_run(Counter({Disposition.LOST: 1}))
+    assert status is not None
+    return exit_codes.for_status(status)
 
 
 def _refused_exit(refusal: ClaimRefused) -> int:
     if not refusal.exists:
         log.error("job_not_found")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if refusal.status is not None and refusal.status.is_terminal:
         log.info("job_already_ended", status=refusal.status.value)
-        return (
-            EXIT_OK if refusal.status in (Status.COMPLETED, Status.CANCELLED) else EXIT_JOB_FAILED
-        )
+        return exit_codes.for_status(refusal.status)
     log.error("job_running_elsewhere", lease_left_s=round(refusal.lease_left_s, 1))
-    return EXIT_JOB_FAILED
-
-
-def _exit_code(outcomes: Counter[str]) -> int:
-    return EXIT_JOB_FAILED if any(outcomes[name] for name in _BAD_OUTCOMES) else EXIT_OK
+    return ExitCode.JOB_FAILED
 
 
 @contextlib.asynccontextmanager

@@ -60,44 +60,41 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+class Ending(StrEnum):
+    """How this worker's part in a job ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    # The row went back to `pending` and the message is visible again: another worker
+    # restarts the job (a shutdown that outlived its grace period).
+    HANDED_BACK = "handed_back"
+    # Another attempt holds the job now (this worker's lease ran out): nothing more written.
+    LOST = "lost"
+
+    @property
+    def row_status(self) -> Status | None:
+        """The status this worker writes for the ending; None for LOST (nothing to write)."""
+        return _ROW_STATUS[self]
+
+
+_ROW_STATUS = {
+    Ending.COMPLETED: Status.COMPLETED,
+    Ending.FAILED: Status.FAILED,
+    Ending.CANCELLED: Status.CANCELLED,
+    Ending.HANDED_BACK: Status.PENDING,
+    Ending.LOST: None,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How an attempt ended. `status` is PENDING when the job was handed back, and None
-    when it is no longer this worker's (another attempt took it over)."""
+    """How an attempt ended, with what the row gets for it."""
 
-    status: Status | None
+    ending: Ending
     response_data: dict[str, Any] | None = None
     error: JobError | None = None
 
-
-# Connection settings a job must never choose (contract section 2): listed so that the
-# warning can say "ignored for safety" rather than "unknown".
-CONNECTION_OPTIONS = frozenset(
-    {
-        "api_base",
-        "api_key",
-        "api_version",
-        "base_url",
-        "headers",
-        "extra_headers",
-        "organization",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "aws_region_name",
-        "aws_bedrock_runtime_endpoint",
-        "vertex_credentials",
-        "vertex_project",
-        "vertex_location",
-        "azure_ad_token",
-        "timeout",
-        "stream_timeout",
-        "num_retries",
-        "fallbacks",
-        "metadata",
-        "mock_response",
-    }
-)
 
 LEGACY_PROVIDER_PREFIXES = {
     "openai": "openai",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -21,10 +21,11 @@ from worker.errors import (
     StreamBroken,
     TransientError,
 )
-from worker.jobs import Claim, JobRequest, Outcome, Status, Usage, parse_request
-from worker.llm import LLMClient, StreamResult, Target
-from worker.store import ClaimRefused, JobStore
-from worker.writer import JobBuffer, JobStopped, StreamWriter
+from worker.jobs import Claim, Ending, JobRequest, Outcome, Status, Usage, parse_request
+from worker.llm import Answered, Routed, Target, TextDelta
+from worker.ports import Buffer, Claims, Completer, Sink
+from worker.store import ClaimRefused
+from worker.writer import JobStopped
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +35,15 @@ class Timeouts:
     first_token_s: float
     stall_s: float
     job_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One attempt's stream, as it ended."""
+
+    answered: Answered
+    started_at: float
+    first_token_at: float | None
 
 
 class _TextArrived(Exception):
@@ -50,9 +60,9 @@ class JobRunner:
     def __init__(
         self,
         *,
-        store: JobStore,
-        writer: StreamWriter,
-        llm: LLMClient,
+        store: Claims,
+        writer: Sink[Any],
+        llm: Completer,
         timeouts: Timeouts,
         provider_retries: int,
         max_attempts: int,
@@ -73,12 +83,12 @@ class JobRunner:
         try:
             request, target = self._prepare(claim)
         except JobError as error:
-            outcome = await self._end(self._writer.open(claim), Outcome(Status.FAILED, error=error))
+            outcome = await self._end(self._writer.open(claim), Outcome(Ending.FAILED, error=error))
             _record(outcome, model_label="none", started=started)
             return outcome
-        structlog.contextvars.bind_contextvars(model=target.model, model_label=_label(target))
+        structlog.contextvars.bind_contextvars(model=target.model, model_label=target.label)
         outcome = await self._attempts(claim, target, request, message_id, started)
-        _record(outcome, model_label=_label(target), started=started)
+        _record(outcome, model_label=target.label, started=started)
         return outcome
 
     def _prepare(self, claim: Claim) -> tuple[JobRequest, Target]:
@@ -106,7 +116,7 @@ class JobRunner:
             try:
                 outcome = await self._attempt(buffer, target, request, started)
             except _TextArrived as broken:
-                metrics.ATTEMPTS_RESTARTED.labels(_label(target)).inc()
+                metrics.ATTEMPTS_RESTARTED.labels(target.label).inc()
                 restarted = await self._restart(buffer, broken.cause, message_id=message_id)
                 if isinstance(restarted, Outcome):
                     return restarted
@@ -114,13 +124,12 @@ class JobRunner:
                 structlog.contextvars.bind_contextvars(attempt=claim.attempt)
                 continue
             except asyncio.CancelledError:
-                await self._writer.finish(buffer, Outcome(Status.PENDING))
-                metrics.JOBS_RELEASED.inc()
+                await self._writer.finish(buffer, Outcome(Ending.HANDED_BACK))
                 raise
             return await self._end(buffer, outcome)
 
     async def _attempt(
-        self, buffer: JobBuffer, target: Target, request: JobRequest, started: float
+        self, buffer: Buffer, target: Target, request: JobRequest, started: float
     ) -> Outcome:
         # The attempt's whole text, only for counting tokens when the provider sends no usage:
         # one growing buffer, not a string object per chunk.
@@ -133,29 +142,28 @@ class JobRunner:
                 asyncio.timeout(self._timeouts.job_s),
                 self._llm.permit(target),
             ):
-                result = await self._stream(buffer, target, request, text)
+                answer = await self._stream(buffer, target, request, text)
         except JobStopped as stopped:
             if not stopped.cancelled:
-                return Outcome(None)
+                return Outcome(Ending.LOST)
             partial = self._llm.count_tokens(target, request, text.getvalue())
-            return Outcome(Status.CANCELLED, response_data=_partial_response(partial, target))
+            return Outcome(Ending.CANCELLED, response_data=_partial_response(partial, target))
         except TimeoutError:
             return Outcome(
-                Status.FAILED,
+                Ending.FAILED,
                 error=ProviderTimeout(f"the job ran longer than {self._timeouts.job_s:g} s"),
             )
         except JobError as error:
-            return Outcome(Status.FAILED, error=error)
-        usage = result.usage or self._llm.count_tokens(target, request, text.getvalue())
-        result.usage = usage
+            return Outcome(Ending.FAILED, error=error)
+        usage = answer.answered.usage or self._llm.count_tokens(target, request, text.getvalue())
         return Outcome(
-            Status.COMPLETED,
-            response_data=self._response_data(result, target, started),
+            Ending.COMPLETED,
+            response_data=self._response_data(answer, usage, target, started),
         )
 
     async def _stream(
-        self, buffer: JobBuffer, target: Target, request: JobRequest, text: io.StringIO
-    ) -> StreamResult:
+        self, buffer: Buffer, target: Target, request: JobRequest, text: io.StringIO
+    ) -> _Answer:
         """One attempt's stream, retrying transient failures that come before any text."""
         async for retry in AsyncRetrying(
             retry=retry_if_exception(_retryable),
@@ -169,10 +177,13 @@ class JobRunner:
         raise AssertionError("unreachable: AsyncRetrying reraises the last error")
 
     async def _stream_once(
-        self, buffer: JobBuffer, target: Target, request: JobRequest, text: io.StringIO
-    ) -> StreamResult:
+        self, buffer: Buffer, target: Target, request: JobRequest, text: io.StringIO
+    ) -> _Answer:
         loop = asyncio.get_running_loop()
-        result = StreamResult(model=target.model)
+        started_at = time.monotonic()
+        first_token_at: float | None = None
+        provider: str | None = None
+        answered: Answered | None = None
         stall_s = self._timeouts.stall_s
         # Moving the deadline on every chunk would make a timer handle per chunk; moving it
         # at most every `step` keeps the stall limit within `step` of exact.
@@ -180,17 +191,24 @@ class JobRunner:
         moved_at = 0.0
         try:
             async with asyncio.timeout(self._timeouts.first_token_s) as deadline:
-                async for chunk in self._llm.stream(target, request, result):
-                    if not text.tell():
-                        _first_token(result, target)
-                    text.write(chunk)
-                    buffer.append(chunk)
-                    now = loop.time()
-                    if now - moved_at >= step:
-                        deadline.reschedule(now + stall_s)
-                        moved_at = now
-            metrics.STREAM_DURATION.labels(_label(target), result.provider or "unknown").observe(
-                time.monotonic() - result.started_at
+                async for event in self._llm.stream(target, request):
+                    if type(event) is TextDelta:
+                        if first_token_at is None:
+                            first_token_at = _first_token(target, provider, started_at)
+                        text.write(event.text)
+                        buffer.append(event.text)
+                        now = loop.time()
+                        if now - moved_at >= step:
+                            deadline.reschedule(now + stall_s)
+                            moved_at = now
+                    elif type(event) is Routed:
+                        provider = event.provider
+                    else:
+                        assert type(event) is Answered
+                        answered = event
+            assert answered is not None, "a stream ends with Answered or raises"
+            metrics.STREAM_DURATION.labels(target.label, answered.provider or "unknown").observe(
+                time.monotonic() - started_at
             )
         except TimeoutError:
             if text.tell():
@@ -204,58 +222,56 @@ class JobRunner:
             if text.tell():
                 raise _TextArrived(error) from None
             raise
-        return result
+        return _Answer(answered, started_at=started_at, first_token_at=first_token_at)
 
     async def _restart(
-        self, buffer: JobBuffer, cause: JobError, *, message_id: str | None
+        self, buffer: Buffer, cause: JobError, *, message_id: str | None
     ) -> Claim | Outcome:
         """Start the job over from empty text (attempts + 1), or fail it at the limit."""
         claim = buffer.claim
         if claim.attempt >= self._max_attempts:
-            return await self._end(buffer, Outcome(Status.FAILED, error=cause))
+            return await self._end(buffer, Outcome(Ending.FAILED, error=cause))
         self._writer.discard(buffer)
         log.warning("attempt_restarted", attempt=claim.attempt, error=cause.message)
         restarted = await self._store.claim(
             claim.job_id, message_id=message_id, lease_s=self._lease_s, restart=claim.lease
         )
         if isinstance(restarted, ClaimRefused):
-            return Outcome(restarted.status if restarted.status is Status.CANCELLED else None)
+            cancelled = restarted.status is Status.CANCELLED
+            return Outcome(Ending.CANCELLED if cancelled else Ending.LOST)
         return restarted
 
-    async def _end(self, buffer: JobBuffer, outcome: Outcome) -> Outcome:
+    async def _end(self, buffer: Buffer, outcome: Outcome) -> Outcome:
         """Write the outcome; a row the app cancelled meanwhile keeps `cancelled`."""
-        if outcome.status is None:
+        if outcome.ending is Ending.LOST:
             self._writer.discard(buffer)
             return outcome
-        if outcome.status is not Status.CANCELLED:
+        if outcome.ending is not Ending.CANCELLED:
             result = await self._writer.finish(buffer, outcome)
             if result.applied:
                 return outcome
             if not result.cancelled:
-                return Outcome(None)
+                return Outcome(Ending.LOST)
         self._writer.discard(buffer)
         response_data = outcome.response_data or {"finish_reason": "cancelled"}
         await self._writer.settle_cancelled(buffer, response_data)
-        return Outcome(Status.CANCELLED, response_data=response_data)
+        return Outcome(Ending.CANCELLED, response_data=response_data)
 
     def _response_data(
-        self, result: StreamResult, target: Target, started: float
+        self, answer: _Answer, usage: Usage, target: Target, started: float
     ) -> dict[str, Any]:
-        usage = result.usage
-        first = result.first_token_at
+        answered, first = answer.answered, answer.first_token_at
         return {
-            "model": result.model,
-            "provider": result.provider,
-            "finish_reason": result.finish_reason,
-            "usage": None
-            if usage is None
-            else {
+            "model": answered.model,
+            "provider": answered.provider,
+            "finish_reason": answered.finish_reason,
+            "usage": {
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "total_tokens": usage.total_tokens,
             },
-            "cost_usd": self._llm.cost_usd(result, target),
-            "ttft_ms": None if first is None else round((first - result.started_at) * 1000),
+            "cost_usd": self._llm.cost_usd(replace(answered, usage=usage), target),
+            "ttft_ms": None if first is None else round((first - answer.started_at) * 1000),
             "duration_ms": round((time.monotonic() - started) * 1000),
         }
 
@@ -274,29 +290,23 @@ def _partial_response(usage: Usage, target: Target) -> dict[str, Any]:
     }
 
 
-def _first_token(result: StreamResult, target: Target) -> None:
-    result.first_token_at = time.monotonic()
-    provider = result.provider or "unknown"
-    structlog.contextvars.bind_contextvars(provider=provider)
-    metrics.TIME_TO_FIRST_TOKEN.labels(_label(target), provider).observe(
-        result.first_token_at - result.started_at
-    )
+def _first_token(target: Target, provider: str | None, started_at: float) -> float:
+    now = time.monotonic()
+    label = provider or "unknown"
+    structlog.contextvars.bind_contextvars(provider=label)
+    metrics.TIME_TO_FIRST_TOKEN.labels(target.label, label).observe(now - started_at)
     log.info("first_token")
-
-
-def _label(target: Target) -> str:
-    """The `model` label: a models-file name; LiteLLM strings jobs chose stay unnamed."""
-    return target.model if target.routed else "unlisted"
+    return now
 
 
 def _record(outcome: Outcome, *, model_label: str, started: float) -> None:
     """Count a finished job (a handed-back or taken-over one is not finished)."""
-    if outcome.status is None or not outcome.status.is_terminal:
+    if outcome.ending in (Ending.LOST, Ending.HANDED_BACK):
         return
     response = outcome.response_data or {}
     usage = response.get("usage") or {}
     metrics.job_finished(
-        outcome=outcome.status.value,
+        outcome=outcome.ending.value,
         model=model_label,
         provider=response.get("provider") or "none",
         error_code="" if outcome.error is None else outcome.error.code.value,

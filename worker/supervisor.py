@@ -24,10 +24,11 @@ from tenacity import (
 )
 
 from worker import metrics
-from worker.jobs import Delivery, Outcome
-from worker.queue import JobQueue, QueueUnavailable
+from worker.jobs import Delivery, Ending, Outcome
+from worker.ports import Claims, Queue
+from worker.queue import QueueUnavailable
 from worker.runner import JobRunner
-from worker.store import ClaimRefused, JobStore
+from worker.store import ClaimRefused
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -35,6 +36,30 @@ T = TypeVar("T")
 # How long a job that outlived the grace period may take to hand itself back.
 RELEASE_DEADLINE_S = 4.0
 DRAIN_POLL_S = 1
+
+
+class Disposition(StrEnum):
+    """What became of one message (the `shutdown_complete` event counts them)."""
+
+    COMPLETED = "completed"  # the job ended so (here, or before this delivery)
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    POISON = "poison"  # a body that can never name a job: deleted
+    MISSING = "missing"  # no row yet: shown again later, until the redrive policy gives up
+    DEFERRED = "deferred"  # our own message came back while its attempt's lease runs
+    DUPLICATE = "duplicate"  # another delivery runs the job: deleted
+    LOST = "lost"  # another attempt took the job over
+    HANDED_BACK = "released"  # shutdown outlived the grace: row `pending`, message visible
+    CRASHED = "crashed"  # a bug; the message comes back for another try
+
+
+_BY_ENDING = {
+    Ending.COMPLETED: Disposition.COMPLETED,
+    Ending.FAILED: Disposition.FAILED,
+    Ending.CANCELLED: Disposition.CANCELLED,
+    Ending.LOST: Disposition.LOST,
+    Ending.HANDED_BACK: Disposition.HANDED_BACK,
+}
 
 
 class Mode(StrEnum):
@@ -59,8 +84,8 @@ class Supervisor:
     def __init__(
         self,
         *,
-        queue: JobQueue,
-        store: JobStore,
+        queue: Queue,
+        store: Claims,
         runner: JobRunner,
         concurrency: int,
         policy: QueuePolicy,
@@ -79,7 +104,7 @@ class Supervisor:
         self._invisible: dict[str, tuple[Delivery, float]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.outcomes: Counter[str] = Counter()
+        self.outcomes: Counter[Disposition] = Counter()
         self.last_progress = time.monotonic()
         metrics.CONCURRENCY_LIMIT.set(concurrency)
 
@@ -96,14 +121,15 @@ class Supervisor:
         """Begin shutdown; safe to call from a signal handler and more than once."""
         self._stopping.set()
 
-    async def run(self) -> Counter[str]:
+    async def run(self) -> Counter[Disposition]:
         """Receive and run jobs until the mode's end or `stop()`; returns outcome counts."""
         async with asyncio.TaskGroup() as housekeeping:
             heartbeat = housekeeping.create_task(self._extend_visibility())
             await self._receive_loop()
             await self._finish_running()
             heartbeat.cancel()
-        log.info("shutdown_complete", mode=self._mode.value, **self.outcomes)
+        counts = {disposition.value: n for disposition, n in self.outcomes.items()}
+        log.info("shutdown_complete", mode=self._mode.value, **counts)
         return self.outcomes
 
     async def _receive_loop(self) -> None:
@@ -182,22 +208,23 @@ class Supervisor:
         try:
             self.outcomes[await self._process(delivery)] += 1
         except asyncio.CancelledError:
-            self.outcomes["released"] += 1
+            self.outcomes[Disposition.HANDED_BACK] += 1
+            metrics.JOBS_RELEASED.inc()
             await self._show_again(delivery, seconds=0)
             log.info("job_released")
             raise
         except Exception:
             # A bug must not take the daemon down; the message comes back for another try.
-            self.outcomes["crashed"] += 1
+            self.outcomes[Disposition.CRASHED] += 1
             log.exception("job_crashed")
 
-    async def _process(self, delivery: Delivery) -> str:
+    async def _process(self, delivery: Delivery) -> Disposition:
         """Claim and run the job a message names; returns the outcome's name for counting."""
         if delivery.job_id is None:
             metrics.POISON_MESSAGES.labels(delivery.poison_reason or "unknown").inc()
             log.warning("poison_message", reason=delivery.poison_reason)
             await self._delete(delivery)
-            return "poison"
+            return Disposition.POISON
         claim = await self._store.claim(
             delivery.job_id, message_id=delivery.message_id, lease_s=self._policy.lease_s
         )
@@ -210,41 +237,41 @@ class Supervisor:
         outcome = await self._runner.run(claim, message_id=delivery.message_id)
         return await self._after(delivery, outcome)
 
-    async def _refused(self, delivery: Delivery, refusal: ClaimRefused) -> str:
+    async def _refused(self, delivery: Delivery, refusal: ClaimRefused) -> Disposition:
         if not refusal.exists:
             # The row may still be committing: try again soon, until the redrive policy gives up.
             seconds = min(5 * delivery.receive_count, 60)
             metrics.MESSAGES_DEFERRED.labels("no_row").inc()
             log.info("job_row_missing", retry_in_s=seconds)
             await self._show_again(delivery, seconds=seconds)
-            return "missing"
+            return Disposition.MISSING
         if refusal.status is not None and refusal.status.is_terminal:
             log.info("job_already_ended", status=refusal.status.value)
             await self._delete(delivery)
-            return refusal.status.value
+            return Disposition(refusal.status.value)
         if refusal.leased_by_message == delivery.message_id:
             # Our own message came back while its attempt's lease still runs: that worker
             # may be dead, so look again once the lease has expired.
             seconds = int(refusal.lease_left_s) + 1
             metrics.MESSAGES_DEFERRED.labels("lease_held").inc()
             await self._show_again(delivery, seconds=seconds)
-            return "deferred"
+            return Disposition.DEFERRED
         log.info("duplicate_delivery")
         await self._delete(delivery)
-        return "duplicate"
+        return Disposition.DUPLICATE
 
-    async def _after(self, delivery: Delivery, outcome: Outcome) -> str:
-        if outcome.status is None:
+    async def _after(self, delivery: Delivery, outcome: Outcome) -> Disposition:
+        if outcome.ending is Ending.LOST:
             log.warning("lease_lost")
-            return "lost"
+            return Disposition.LOST
         await self._delete(delivery)
         error = outcome.error
         log.info(
-            f"job_{outcome.status.value}",  # job_completed, job_failed, job_cancelled
+            f"job_{outcome.ending.value}",  # job_completed, job_failed, job_cancelled
             error_code=None if error is None else error.code.value,
             error=None if error is None else error.message,
         )
-        return outcome.status.value
+        return _BY_ENDING[outcome.ending]
 
     async def _delete(self, delivery: Delivery) -> None:
         self._invisible.pop(delivery.receipt_handle, None)

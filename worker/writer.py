@@ -20,7 +20,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from worker import metrics
 from worker.jobs import Claim, Outcome, Status
-from worker.store import FlushItem, FlushResult, JobStore, StoreUnavailable
+from worker.ports import Flushes
+from worker.store import FlushItem, FlushResult, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -46,7 +47,6 @@ class JobBuffer:
     wake_writer: Callable[[], None]
     seq: int = 0  # the last delta committed
     content_seq: int = 0  # the last delta whose text `partial_content` holds
-    streaming: bool = False  # the row says `streaming`
     pending: list[str] = field(default_factory=list)
     pending_chars: int = 0
     pending_since: float | None = None
@@ -59,6 +59,11 @@ class JobBuffer:
     refusal: FlushResult | None = None
     _task: asyncio.Task[Any] | None = None
     _cancelling: bool = False
+
+    @property
+    def streaming(self) -> bool:
+        """The row says `streaming`: the first text's delta committed with that status."""
+        return self.seq > 0
 
     def append(self, text: str) -> None:
         if not text:
@@ -110,7 +115,7 @@ class StreamWriter:
 
     def __init__(
         self,
-        store: JobStore,
+        store: Flushes,
         *,
         flush_interval_s: float,
         flush_max_chars: int,
@@ -134,6 +139,7 @@ class StreamWriter:
 
     async def finish(self, buffer: JobBuffer, outcome: Outcome) -> FlushResult:
         """Queue the attempt's last write (text, status, response) and wait for its commit."""
+        assert outcome.ending.row_status is not None, "a lost attempt writes nothing"
         if buffer.refusal is not None:
             return buffer.refusal
         buffer.outcome = outcome
@@ -204,7 +210,7 @@ class StreamWriter:
         if delta and buffer.unrefreshed_since is None:
             buffer.unrefreshed_since = text_since
         outcome = buffer.outcome
-        status = outcome.status if outcome is not None else None
+        status = outcome.ending.row_status if outcome is not None else None
         if status is None and delta and not buffer.streaming:
             status = Status.STREAMING  # the first text shows with the first flush
         refresh = None
@@ -253,9 +259,7 @@ class StreamWriter:
             buffer.unrefreshed_since = None
         elif item.delta:
             buffer.unrefreshed.append(item.delta)
-        if item.status is Status.STREAMING:
-            buffer.streaming = True
-        elif item.status is not None:
+        if item.status is not None and item.status is not Status.STREAMING:
             self._buffers.pop(buffer.claim.lease, None)
             if buffer.finished is not None and not buffer.finished.done():
                 buffer.finished.set_result(result)

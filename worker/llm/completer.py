@@ -1,0 +1,80 @@
+"""The one object the job runner talks to: resolve a model, wait for its slot, stream."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import litellm
+import structlog
+from litellm.router import Router
+
+from worker.jobs import JobRequest, Usage
+from worker.llm.catalog import ModelCatalog, ModelsFileError, Target
+from worker.llm.errors import ErrorMapper, Redactor
+from worker.llm.events import Answered, StreamEvent
+from worker.llm.limits import ParallelLimits
+from worker.llm.openai_sse import OpenAIStreams, lean_deployments
+from worker.llm.pricing import Pricing
+from worker.llm.routed import RoutedStreams
+
+log = structlog.get_logger(__name__)
+
+
+class Completer:
+    """Puts the LLM edge's parts together for the models file; owns the HTTP sessions.
+
+    Every stream yields `Routed`, `TextDelta`s, then `Answered`; a stream that fails raises
+    a JobError (worker/errors.py), including one that ends without a finish reason.
+    """
+
+    def __init__(self, catalog: ModelCatalog, *, allow_unlisted: bool) -> None:
+        self._catalog = catalog
+        self._allow_unlisted = allow_unlisted
+        for key, value in catalog.litellm_settings.items():
+            setattr(litellm, key, value)
+        self._pricing = Pricing(catalog)  # before the Router: see Pricing
+        self._errors = ErrorMapper(Redactor.for_models(catalog.model_list))
+        self._routed = RoutedStreams(catalog, _router(catalog), self._errors)
+        self._lean = lean_deployments(catalog)
+        self._openai = OpenAIStreams(self._errors)
+        self._limits = ParallelLimits(catalog)
+        for model_name, setting, variable in catalog.unset_variables():
+            log.warning("model_setting_unset", model=model_name, setting=setting, variable=variable)
+
+    def resolve(self, request: JobRequest) -> Target:
+        return self._catalog.resolve(request, allow_unlisted=self._allow_unlisted)
+
+    def permit(self, target: Target) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._limits.permit(target)
+
+    def stream(self, target: Target, request: JobRequest) -> AsyncIterator[StreamEvent]:
+        lean = self._lean.get(target.model) if target.routed else None
+        if lean is None:
+            return self._routed.stream(target, request)
+        return self._openai.stream(lean, target, request)
+
+    def count_tokens(self, target: Target, request: JobRequest, answer: str) -> Usage:
+        return self._pricing.count_tokens(target, request.messages, answer)
+
+    def cost_usd(self, answered: Answered, target: Target) -> float | None:
+        return self._pricing.cost_usd(answered, target)
+
+    async def aclose(self) -> None:
+        await self._openai.aclose()
+
+
+def _router(catalog: ModelCatalog) -> Router:
+    # The worker retries itself (backoff, Retry-After). The Router's cooldown would take a
+    # model's only deployment out for seconds after one 429 and fail every job waiting on
+    # it; operators with several deployments per model can turn it on in router_settings.
+    settings: dict[str, Any] = {
+        "num_retries": 0,
+        "disable_cooldowns": True,
+        **catalog.router_settings,
+    }
+    try:
+        return Router(model_list=catalog.model_list, **settings)
+    except Exception as exc:  # noqa: BLE001 (LiteLLM rejects bad settings with any type)
+        raise ModelsFileError(f"LiteLLM's Router rejected the models file: {exc}") from None
