@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# Before anything imports LiteLLM (worker/llm): it would otherwise fetch its price table
+# over the network at import. The package root is the one place that runs first.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 try:
     __version__ = version("streaming-worker")

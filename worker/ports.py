@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from worker.jobs import Claim, Delivery, JobRequest, Outcome, Usage
-from worker.llm.catalog import Target
 from worker.llm.events import Answered, StreamEvent
+from worker.llm.target import Target
 from worker.store import ClaimRefused, FlushItem, FlushResult
 
 

@@ -22,7 +22,8 @@ from worker.errors import (
     TransientError,
 )
 from worker.jobs import Claim, Ending, JobRequest, Outcome, Status, Usage, parse_request
-from worker.llm import Answered, Routed, Target, TextDelta
+from worker.llm.events import Answered, Routed, TextDelta
+from worker.llm.target import Target
 from worker.ports import Buffer, Claims, Completer, Sink
 from worker.store import ClaimRefused
 from worker.writer import JobStopped

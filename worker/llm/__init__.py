@@ -3,49 +3,40 @@
 LiteLLM builds every request, names every error, reports usage and prices it; its Router
 serves the models file. The worker owns only the bytes of the streams it reads itself.
 
-- `catalog`: the models file, its validation, and resolving a job's model to a target;
-- `events`: what a stream yields (text, who answered, how it ended);
+- `catalog`: the models file, its validation, and resolving a job's model to a `target`;
+- `events`: what a stream yields (who took the call, text, how it ended);
 - `errors`: LiteLLM's and the providers' errors as the contract's codes, secrets masked;
 - `pricing`: token counts and cost;
 - `limits`: per-model parallel-stream slots;
 - `routed`: streaming through LiteLLM's Router and its stream wrapper;
 - `openai_sse`: the lean reader of OpenAI's wire format;
 - `completer`: the one object the job runner talks to.
+
+`target` and `events` do not import LiteLLM (its import takes seconds), so the core and its
+in-process tests can use them; the names below load their modules on first use.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# Before LiteLLM's import: it would otherwise fetch its price table over the network.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+if TYPE_CHECKING:
+    from worker.llm.catalog import ModelCatalog, ModelsFileError
+    from worker.llm.completer import Completer
+    from worker.llm.litellm_setup import LITELLM_VERSION
 
-import logging
-from importlib.metadata import version
+_LAZY = {
+    "ModelCatalog": "worker.llm.catalog",
+    "ModelsFileError": "worker.llm.catalog",
+    "Completer": "worker.llm.completer",
+    "LITELLM_VERSION": "worker.llm.litellm_setup",
+}
 
-import litellm
+__all__ = ["LITELLM_VERSION", "Completer", "ModelCatalog", "ModelsFileError"]
 
-litellm.suppress_debug_info = True
-# LiteLLM attaches a handler of its own (every record would print twice, unformatted) and
-# warns at each start about pricing fields the worker does not use; its errors still show.
-for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
-    logging.getLogger(_name).handlers.clear()
-    logging.getLogger(_name).setLevel(logging.ERROR)
 
-LITELLM_VERSION = version("litellm")
-
-from worker.llm.catalog import ModelCatalog, ModelsFileError, Target
-from worker.llm.completer import Completer
-from worker.llm.events import Answered, Routed, StreamEvent, TextDelta
-
-__all__ = [
-    "LITELLM_VERSION",
-    "Answered",
-    "Completer",
-    "ModelCatalog",
-    "ModelsFileError",
-    "Routed",
-    "StreamEvent",
-    "Target",
-    "TextDelta",
-]
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'worker.llm' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

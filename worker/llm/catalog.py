@@ -15,6 +15,8 @@ from litellm.utils import calculate_max_parallel_requests
 
 from worker.errors import UnknownModel
 from worker.jobs import JobRequest
+from worker.llm import litellm_setup  # noqa: F401 (LiteLLM's settings before any call)
+from worker.llm.target import Target
 
 ENV_PREFIX = "os.environ/"
 FALLBACK_KEYS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
@@ -24,19 +26,6 @@ _LIMIT_KEYS = ("max_parallel_requests", "rpm", "tpm")
 
 class ModelsFileError(Exception):
     """The models file is missing or malformed; the message says where."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a job's request goes: a models-file name (routed) or an allowed LiteLLM string."""
-
-    model: str
-    routed: bool
-
-    @property
-    def label(self) -> str:
-        """The metrics' `model` label: LiteLLM strings that jobs chose stay unnamed."""
-        return self.model if self.routed else "unlisted"
 
 
 def env_reference(value: object) -> str | None:

@@ -11,13 +11,14 @@ import structlog
 from litellm.router import Router
 
 from worker.jobs import JobRequest, Usage
-from worker.llm.catalog import ModelCatalog, ModelsFileError, Target
+from worker.llm.catalog import ModelCatalog, ModelsFileError
 from worker.llm.errors import ErrorMapper, Redactor
 from worker.llm.events import Answered, StreamEvent
 from worker.llm.limits import ParallelLimits
 from worker.llm.openai_sse import OpenAIStreams, lean_deployments
 from worker.llm.pricing import Pricing
 from worker.llm.routed import RoutedStreams
+from worker.llm.target import Target
 
 log = structlog.get_logger(__name__)
 

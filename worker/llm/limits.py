@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from worker.llm.catalog import ModelCatalog, Target
+from worker.llm.catalog import ModelCatalog
+from worker.llm.target import Target
 
 log = structlog.get_logger(__name__)
 

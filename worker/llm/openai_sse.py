@@ -20,9 +20,10 @@ from litellm.utils import ProviderConfigManager, get_optional_params
 
 from worker.errors import JobError, ProviderUnavailable, StreamBroken
 from worker.jobs import JobRequest, Usage
-from worker.llm.catalog import ModelCatalog, Target, env_reference
+from worker.llm.catalog import ModelCatalog, env_reference
 from worker.llm.errors import ErrorMapper
 from worker.llm.events import Answered, Routed, StreamEvent, TextDelta
+from worker.llm.target import Target
 
 PROVIDER = "openai"
 # A deployment is read directly only with these settings: anything else (headers, an

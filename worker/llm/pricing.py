@@ -7,8 +7,9 @@ from typing import Any
 import litellm
 
 from worker.jobs import Usage
-from worker.llm.catalog import PRICE_KEYS, ModelCatalog, Target
+from worker.llm.catalog import PRICE_KEYS, ModelCatalog
 from worker.llm.events import Answered
+from worker.llm.target import Target
 
 
 class Pricing:

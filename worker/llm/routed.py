@@ -15,9 +15,10 @@ from litellm.router import Router
 
 from worker.errors import JobError, ProviderError, StreamBroken
 from worker.jobs import JobRequest, Usage
-from worker.llm.catalog import ModelCatalog, Target, provider_of
+from worker.llm.catalog import ModelCatalog, provider_of
 from worker.llm.errors import ErrorMapper
 from worker.llm.events import Answered, Routed, StreamEvent, TextDelta
+from worker.llm.target import Target
 
 
 @dataclass(slots=True)
