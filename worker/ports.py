@@ -67,6 +67,12 @@ class Completer(Protocol):
     def cost_usd(self, answered: Answered, target: Target) -> float | None: ...
 
 
+class Runner(Protocol):
+    """Runs a claimed job to its outcome (worker/runner.py)."""
+
+    async def run(self, claim: Claim, *, message_id: str | None) -> Outcome: ...
+
+
 class Buffer(Protocol):
     """One attempt's text on its way to the row."""
 

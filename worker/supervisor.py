@@ -25,9 +25,8 @@ from tenacity import (
 
 from worker import metrics
 from worker.jobs import Delivery, Ending, Outcome
-from worker.ports import Claims, Queue
+from worker.ports import Claims, Queue, Runner
 from worker.queue import QueueUnavailable
-from worker.runner import JobRunner
 from worker.store import ClaimRefused
 
 log = structlog.get_logger(__name__)
@@ -86,7 +85,7 @@ class Supervisor:
         *,
         queue: Queue,
         store: Claims,
-        runner: JobRunner,
+        runner: Runner,
         concurrency: int,
         policy: QueuePolicy,
         shutdown_grace_s: float,

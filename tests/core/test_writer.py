@@ -1,0 +1,155 @@
+"""The writer's flush state machine, against an in-process store: what each flush asks the
+database to write, and what the writer does with each answer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from tests.core.doubles import FakeFlushes, claim_for
+from worker.errors import ProviderUnavailable
+from worker.jobs import Ending, Outcome, Status
+from worker.writer import JobStopped, StreamWriter
+
+
+def writer(
+    store: FakeFlushes, *, refresh_s: float = 0, max_chars: int = 8192, interval_s: float = 0.05
+) -> StreamWriter:
+    return StreamWriter(
+        store,
+        flush_interval_s=interval_s,
+        flush_max_chars=max_chars,
+        content_refresh_s=refresh_s,
+        lease_s=30,
+    )
+
+
+async def test_the_first_text_moves_the_row_to_streaming_and_deltas_are_numbered() -> None:
+    store = FakeFlushes()
+    sink = writer(store)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    buffer.append("Hel")
+    buffer.append("lo")
+    await sink.flush()
+    buffer.append(", world")
+    await sink.flush()
+    first, second = store.items_for(buffer.claim.job_id)
+    assert (first.seq, first.delta, first.status) == (1, "Hello", Status.STREAMING)
+    assert (second.seq, second.delta, second.status) == (2, ", world", None)
+    assert buffer.streaming
+
+
+async def test_nothing_new_means_no_write() -> None:
+    store = FakeFlushes()
+    sink = writer(store)
+    sink.open(claim_for(uuid.uuid4()))
+    await sink.flush()
+    assert store.batches == []
+
+
+async def test_one_statement_carries_every_job_with_new_text() -> None:
+    store = FakeFlushes()
+    sink = writer(store)
+    buffers = [sink.open(claim_for(uuid.uuid4())) for _ in range(50)]
+    for index, buffer in enumerate(buffers):
+        buffer.append(f"text {index}")
+    await sink.flush()
+    assert len(store.batches) == 1
+    assert [item.delta for item in store.batches[0]] == [f"text {i}" for i in range(50)]
+
+
+async def test_partial_content_waits_for_the_refresh_then_catches_up_whole() -> None:
+    store = FakeFlushes()
+    sink = writer(store, refresh_s=3600)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    for piece in ("a", "b", "c"):
+        buffer.append(piece)
+        await sink.flush()
+    assert [item.refresh for item in store.items_for(buffer.claim.job_id)] == [None] * 3
+    buffer.append("d")
+    ending = asyncio.create_task(sink.finish(buffer, Outcome(Ending.COMPLETED)))
+    await asyncio.sleep(0)
+    await sink.flush()
+    result = await ending
+    last = store.items_for(buffer.claim.job_id)[-1]
+    assert result.applied
+    assert (last.delta, last.refresh, last.refresh_from) == ("d", "abcd", 0)
+    assert last.status is Status.COMPLETED
+
+
+async def test_refresh_zero_refreshes_on_every_flush() -> None:
+    store = FakeFlushes()
+    sink = writer(store, refresh_s=0)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    for piece in ("a", "b"):
+        buffer.append(piece)
+        await sink.flush()
+    items = store.items_for(buffer.claim.job_id)
+    assert [(i.refresh, i.refresh_from) for i in items] == [("a", 0), ("b", 1)]
+
+
+async def test_a_lost_connection_retries_the_very_same_batch() -> None:
+    store = FakeFlushes(fail_next=1)
+    sink = writer(store)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    buffer.append("once")
+    await sink.flush()
+    assert len(store.batches) == 2
+    assert store.batches[0] == store.batches[1]
+    buffer.append(" more")
+    await sink.flush()
+    assert store.batches[-1][0].seq == 2
+
+
+async def test_a_cancelled_row_stops_the_job_and_releases_its_finish() -> None:
+    store = FakeFlushes()
+    sink = writer(store)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    store.refuse[buffer.claim.job_id] = Status.CANCELLED
+    streaming = asyncio.Event()
+
+    async def job() -> None:
+        async with buffer.stoppable():
+            buffer.append("text")
+            streaming.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(job())
+    await streaming.wait()
+    await sink.flush()
+    with pytest.raises(JobStopped) as stopped:
+        await task
+    assert stopped.value.cancelled
+    result = await sink.finish(buffer, Outcome(Ending.FAILED, error=ProviderUnavailable("x")))
+    assert result.cancelled
+    await sink.flush()
+    assert len(store.batches) == 1  # a stopped job is no longer flushed
+
+
+async def test_a_big_buffer_wakes_the_writer_before_its_beat() -> None:
+    store = FakeFlushes()
+    sink = writer(store, max_chars=10, interval_s=3600)  # only a wake-up flushes in time
+    running = asyncio.create_task(sink.run())
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    await asyncio.sleep(0)
+    buffer.append("x" * 10)
+    async with asyncio.timeout(5):
+        await store.written.wait()
+    sink.close()
+    await running
+    assert store.batches[0][0].delta == "x" * 10
+
+
+async def test_handing_back_writes_pending_with_the_last_text() -> None:
+    store = FakeFlushes()
+    sink = writer(store)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    buffer.append("so far")
+    ending = asyncio.create_task(sink.finish(buffer, Outcome(Ending.HANDED_BACK)))
+    await asyncio.sleep(0)
+    await sink.flush()
+    await ending
+    [item] = store.items_for(buffer.claim.job_id)
+    assert (item.delta, item.status) == ("so far", Status.PENDING)
