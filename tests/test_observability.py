@@ -129,7 +129,7 @@ async def test_metrics_after_a_known_workload(
             finished,
             outcome="failed",
             model="sim-model",
-            provider="none",
+            provider="openai",
             error_code="auth",
         )
         == 1

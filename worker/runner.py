@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential_jitter
 
 from worker import metrics
+from worker.answer import Progress, response_data
 from worker.errors import (
     InternalError,
     JobError,
@@ -21,7 +22,7 @@ from worker.errors import (
     StreamBroken,
     TransientError,
 )
-from worker.jobs import Claim, Ending, JobRequest, Outcome, Status, Usage, parse_request
+from worker.jobs import Claim, Ending, JobRequest, Outcome, Status, parse_request
 from worker.llm.events import Answered, Routed, TextDelta
 from worker.llm.target import Target
 from worker.ports import Buffer, Claims, Completer, Sink
@@ -38,21 +39,22 @@ class Timeouts:
     job_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """One attempt's stream, as it ended."""
-
-    answered: Answered
-    started_at: float
-    first_token_at: float | None
-
-
 class _TextArrived(Exception):
     """Marks a transient failure after text: the attempt restarts instead of retrying."""
 
     def __init__(self, cause: JobError) -> None:
         super().__init__(cause.message)
         self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What every attempt of one job shares."""
+
+    target: Target
+    request: JobRequest
+    message_id: str | None
+    started: float  # the claim
 
 
 class JobRunner:
@@ -84,11 +86,26 @@ class JobRunner:
         try:
             request, target = self._prepare(claim)
         except JobError as error:
-            outcome = await self._end(self._writer.open(claim), Outcome(Ending.FAILED, error=error))
+            failed = Outcome(
+                Ending.FAILED,
+                error=error,
+                response_data=response_data(
+                    model=None,
+                    provider=None,
+                    finish_reason=None,
+                    usage=None,
+                    cost_usd=None,
+                    progress=None,
+                    started=started,
+                    attempts=claim.attempt,
+                ),
+            )
+            outcome = await self._end(self._writer.open(claim), failed)
             _record(outcome, model_label="none", started=started)
             return outcome
         structlog.contextvars.bind_contextvars(model=target.model, model_label=target.label)
-        outcome = await self._attempts(claim, target, request, message_id, started)
+        job = _Job(target=target, request=request, message_id=message_id, started=started)
+        outcome = await self._attempts(claim, job)
         _record(outcome, model_label=target.label, started=started)
         return outcome
 
@@ -103,22 +120,16 @@ class JobRunner:
             log.warning("options_ignored", options=list(request.ignored_options))
         return request, target
 
-    async def _attempts(
-        self,
-        claim: Claim,
-        target: Target,
-        request: JobRequest,
-        message_id: str | None,
-        started: float,
-    ) -> Outcome:
+    async def _attempts(self, claim: Claim, job: _Job) -> Outcome:
         """Attempt after attempt until an outcome: a broken stream starts over from empty text."""
         while True:
             buffer = self._writer.open(claim)
+            progress = Progress()
             try:
-                outcome = await self._attempt(buffer, target, request, started)
+                outcome = await self._attempt(buffer, job, progress)
             except _TextArrived as broken:
-                metrics.ATTEMPTS_RESTARTED.labels(target.label).inc()
-                restarted = await self._restart(buffer, broken.cause, message_id=message_id)
+                metrics.ATTEMPTS_RESTARTED.labels(job.target.label).inc()
+                restarted = await self._restart(buffer, job, progress, broken.cause)
                 if isinstance(restarted, Outcome):
                     return restarted
                 claim = restarted
@@ -129,61 +140,67 @@ class JobRunner:
                 raise
             return await self._end(buffer, outcome)
 
-    async def _attempt(
-        self, buffer: Buffer, target: Target, request: JobRequest, started: float
-    ) -> Outcome:
-        # The attempt's whole text, only for counting tokens when the provider sends no usage:
-        # one growing buffer, not a string object per chunk.
-        text = io.StringIO()
+    async def _attempt(self, buffer: Buffer, job: _Job, progress: Progress) -> Outcome:
+        deadline = job.started + self._timeouts.job_s
         try:
             # The provider's slot is awaited outside the first-token timeout: a job queued
             # behind its provider's limit waits (up to the job timeout) instead of failing.
             async with (
                 buffer.stoppable(),
-                asyncio.timeout(self._timeouts.job_s),
-                self._llm.permit(target),
+                asyncio.timeout(deadline - time.monotonic()),
+                self._llm.permit(job.target),
             ):
-                answer = await self._stream(buffer, target, request, text)
+                answered = await self._stream(buffer, job, progress, deadline)
         except JobStopped as stopped:
             if not stopped.cancelled:
                 return Outcome(Ending.LOST)
-            partial = self._llm.count_tokens(target, request, text.getvalue())
-            return Outcome(Ending.CANCELLED, response_data=_partial_response(partial, target))
-        except TimeoutError:
             return Outcome(
-                Ending.FAILED,
-                error=ProviderTimeout(f"the job ran longer than {self._timeouts.job_s:g} s"),
+                Ending.CANCELLED, response_data=self._partial(buffer, job, progress, "cancelled")
             )
+        except TimeoutError:
+            error = ProviderTimeout(f"the job ran longer than {self._timeouts.job_s:g} s")
+            return self._failed(buffer, job, progress, error)
         except JobError as error:
-            return Outcome(Ending.FAILED, error=error)
-        usage = answer.answered.usage or self._llm.count_tokens(target, request, text.getvalue())
+            return self._failed(buffer, job, progress, error)
+        usage = answered.usage or self._llm.count_tokens(
+            job.target, job.request, progress.text.getvalue()
+        )
         return Outcome(
             Ending.COMPLETED,
-            response_data=self._response_data(answer, usage, target, started),
+            response_data=response_data(
+                model=answered.model,
+                provider=answered.provider,
+                finish_reason=answered.finish_reason,
+                usage=usage,
+                cost_usd=self._llm.cost_usd(job.target, usage, answered=answered),
+                progress=progress,
+                started=job.started,
+                attempts=buffer.claim.attempt,
+            ),
         )
 
     async def _stream(
-        self, buffer: Buffer, target: Target, request: JobRequest, text: io.StringIO
-    ) -> _Answer:
-        """One attempt's stream, retrying transient failures that come before any text."""
+        self, buffer: Buffer, job: _Job, progress: Progress, deadline: float
+    ) -> Answered:
+        """One attempt's stream, retrying transient failures that come before any text.
+
+        A retry whose wait (a long Retry-After, say) would outlast the job's time fails the
+        job with the error at once, rather than waiting into the job's timeout.
+        """
         async for retry in AsyncRetrying(
             retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(self._provider_retries + 1),
+            stop=stop_after_attempt(self._provider_retries + 1) | _waits_past(deadline),
             wait=_wait_honouring_retry_after,
             before_sleep=_log_retry,
             reraise=True,
         ):
             with retry:
-                return await self._stream_once(buffer, target, request, text)
+                return await self._stream_once(buffer, job, progress)
         raise AssertionError("unreachable: AsyncRetrying reraises the last error")
 
-    async def _stream_once(
-        self, buffer: Buffer, target: Target, request: JobRequest, text: io.StringIO
-    ) -> _Answer:
+    async def _stream_once(self, buffer: Buffer, job: _Job, progress: Progress) -> Answered:
         loop = asyncio.get_running_loop()
-        started_at = time.monotonic()
-        first_token_at: float | None = None
-        provider: str | None = None
+        progress.call_started()
         answered: Answered | None = None
         stall_s = self._timeouts.stall_s
         # Moving the deadline on every chunk would make a timer handle per chunk; moving it
@@ -192,27 +209,27 @@ class JobRunner:
         moved_at = 0.0
         try:
             async with asyncio.timeout(self._timeouts.first_token_s) as deadline:
-                async for event in self._llm.stream(target, request):
+                async for event in self._llm.stream(job.target, job.request):
                     if type(event) is TextDelta:
-                        if first_token_at is None:
-                            first_token_at = _first_token(target, provider, started_at)
-                        text.write(event.text)
+                        if progress.first_token_at is None:
+                            progress.first_token_at = _first_token(job.target, progress)
+                        progress.text.write(event.text)
                         buffer.append(event.text)
                         now = loop.time()
                         if now - moved_at >= step:
                             deadline.reschedule(now + stall_s)
                             moved_at = now
                     elif type(event) is Routed:
-                        provider = event.provider
+                        progress.provider = event.provider
                     else:
                         assert type(event) is Answered
                         answered = event
             assert answered is not None, "a stream ends with Answered or raises"
-            metrics.STREAM_DURATION.labels(target.label, answered.provider or "unknown").observe(
-                time.monotonic() - started_at
-            )
+            metrics.STREAM_DURATION.labels(
+                job.target.label, answered.provider or "unknown"
+            ).observe(time.monotonic() - progress.call_started_at)
         except TimeoutError:
-            if text.tell():
+            if progress.has_text:
                 raise _TextArrived(
                     StreamBroken(f"the stream was silent for {stall_s:g} s")
                 ) from None
@@ -220,22 +237,22 @@ class JobRunner:
                 f"no first token within {self._timeouts.first_token_s:g} s"
             ) from None
         except TransientError as error:
-            if text.tell():
+            if progress.has_text:
                 raise _TextArrived(error) from None
             raise
-        return _Answer(answered, started_at=started_at, first_token_at=first_token_at)
+        return answered
 
     async def _restart(
-        self, buffer: Buffer, cause: JobError, *, message_id: str | None
+        self, buffer: Buffer, job: _Job, progress: Progress, cause: JobError
     ) -> Claim | Outcome:
         """Start the job over from empty text (attempts + 1), or fail it at the limit."""
         claim = buffer.claim
         if claim.attempt >= self._max_attempts:
-            return await self._end(buffer, Outcome(Ending.FAILED, error=cause))
+            return await self._end(buffer, self._failed(buffer, job, progress, cause))
         self._writer.discard(buffer)
         log.warning("attempt_restarted", attempt=claim.attempt, error=cause.message)
         restarted = await self._store.claim(
-            claim.job_id, message_id=message_id, lease_s=self._lease_s, restart=claim.lease
+            claim.job_id, message_id=job.message_id, lease_s=self._lease_s, restart=claim.lease
         )
         if isinstance(restarted, ClaimRefused):
             cancelled = restarted.status is Status.CANCELLED
@@ -254,48 +271,41 @@ class JobRunner:
             if not result.cancelled:
                 return Outcome(Ending.LOST)
         self._writer.discard(buffer)
-        response_data = outcome.response_data or {"finish_reason": "cancelled"}
-        await self._writer.settle_cancelled(buffer, response_data)
-        return Outcome(Ending.CANCELLED, response_data=response_data)
+        data = {**(outcome.response_data or {}), "finish_reason": "cancelled"}
+        await self._writer.settle_cancelled(buffer, data)
+        return Outcome(Ending.CANCELLED, response_data=data)
 
-    def _response_data(
-        self, answer: _Answer, usage: Usage, target: Target, started: float
+    def _failed(self, buffer: Buffer, job: _Job, progress: Progress, error: JobError) -> Outcome:
+        return Outcome(
+            Ending.FAILED, error=error, response_data=self._partial(buffer, job, progress, None)
+        )
+
+    def _partial(
+        self, buffer: Buffer, job: _Job, progress: Progress, finish_reason: str | None
     ) -> dict[str, Any]:
-        answered, first = answer.answered, answer.first_token_at
-        return {
-            "model": answered.model,
-            "provider": answered.provider,
-            "finish_reason": answered.finish_reason,
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            },
-            "cost_usd": self._llm.cost_usd(replace(answered, usage=usage), target),
-            "ttft_ms": None if first is None else round((first - answer.started_at) * 1000),
-            "duration_ms": round((time.monotonic() - started) * 1000),
-        }
+        """What a job that did not complete used, as far as is known: the model and
+        provider called last, and the tokens of the text so far, counted, and their price."""
+        model, provider = self._llm.called(job.target)
+        usage = None
+        if progress.has_text or progress.provider is not None:
+            usage = self._llm.count_tokens(job.target, job.request, progress.text.getvalue())
+        return response_data(
+            model=model,
+            provider=progress.provider or provider,
+            finish_reason=finish_reason,
+            usage=usage,
+            cost_usd=None if usage is None else self._llm.cost_usd(job.target, usage),
+            progress=progress,
+            started=job.started,
+            attempts=buffer.claim.attempt,
+        )
 
 
-def _partial_response(usage: Usage, target: Target) -> dict[str, Any]:
-    return {
-        "model": target.model,
-        "provider": None,
-        "finish_reason": "cancelled",
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-        },
-        "cost_usd": None,
-    }
-
-
-def _first_token(target: Target, provider: str | None, started_at: float) -> float:
+def _first_token(target: Target, progress: Progress) -> float:
     now = time.monotonic()
-    label = provider or "unknown"
+    label = progress.provider or "unknown"
     structlog.contextvars.bind_contextvars(provider=label)
-    metrics.TIME_TO_FIRST_TOKEN.labels(target.label, label).observe(now - started_at)
+    metrics.TIME_TO_FIRST_TOKEN.labels(target.label, label).observe(now - progress.call_started_at)
     log.info("first_token")
     return now
 
@@ -329,6 +339,17 @@ def _wait_honouring_retry_after(state: RetryCallState) -> float:
     error = state.outcome.exception() if state.outcome is not None else None
     retry_after = error.retry_after_s if isinstance(error, RateLimited) else None
     return max(_backoff(state), retry_after or 0.0)
+
+
+class _waits_past(stop_base):  # noqa: N801 (named as tenacity's own stop conditions are)
+    """Stop retrying when the next wait would end after `deadline` (time.monotonic)."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        # tenacity computes the wait before it asks whether to stop.
+        return time.monotonic() + retry_state.upcoming_sleep >= self._deadline
 
 
 def _log_retry(state: RetryCallState) -> None:

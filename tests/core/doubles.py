@@ -197,5 +197,10 @@ class ScriptedCompleter:
     def count_tokens(self, target: Target, request: JobRequest, answer: str) -> Usage:
         return Usage(prompt_tokens=0, completion_tokens=len(answer.split()))
 
-    def cost_usd(self, answered: Answered, target: Target) -> float | None:
+    def cost_usd(
+        self, target: Target, usage: Usage, *, answered: Answered | None = None
+    ) -> float | None:
         return None
+
+    def called(self, target: Target) -> tuple[str, str | None]:
+        return f"fake/{target.model}", "fake"

@@ -11,7 +11,7 @@ import structlog
 from litellm.router import Router
 
 from worker.jobs import JobRequest, Usage
-from worker.llm.catalog import ModelCatalog, ModelsFileError
+from worker.llm.catalog import ModelCatalog, ModelsFileError, provider_of
 from worker.llm.errors import ErrorMapper, Redactor
 from worker.llm.events import Answered, StreamEvent
 from worker.llm.limits import ParallelLimits
@@ -59,8 +59,15 @@ class Completer:
     def count_tokens(self, target: Target, request: JobRequest, answer: str) -> Usage:
         return self._pricing.count_tokens(target, request.messages, answer)
 
-    def cost_usd(self, answered: Answered, target: Target) -> float | None:
-        return self._pricing.cost_usd(answered, target)
+    def cost_usd(
+        self, target: Target, usage: Usage, *, answered: Answered | None = None
+    ) -> float | None:
+        return self._pricing.cost_usd(target, usage, answered=answered)
+
+    def called(self, target: Target) -> tuple[str, str | None]:
+        """The LiteLLM model string a target calls first, and its provider."""
+        model = self._catalog.deployment_model(target)
+        return model, provider_of(model)
 
     async def aclose(self) -> None:
         await self._openai.aclose()

@@ -24,19 +24,25 @@ class Pricing:
             for model in {str(e["litellm_params"]["model"]) for e in catalog.model_list}
         }
 
-    def cost_usd(self, answered: Answered, target: Target) -> float | None:
-        """In order: LiteLLM's own figure for the stream, the answering deployment's
-        `model_info` prices, LiteLLM's price table for its model string."""
-        if answered.cost_usd is not None or answered.usage is None:
+    def cost_usd(
+        self, target: Target, usage: Usage, *, answered: Answered | None = None
+    ) -> float | None:
+        """`usage`'s price. In order: LiteLLM's own figure for the stream that answered, the
+        answering deployment's `model_info` prices, LiteLLM's price table for its model
+        string. Without an answer (a job that failed or was cancelled), the target's first
+        deployment's."""
+        if answered is not None and answered.cost_usd is not None:
             return answered.cost_usd
-        usage = answered.usage
-        entry = self._catalog.entry(answered.model_id) if target.routed else None
+        model_id = None if answered is None else answered.model_id
+        if answered is None and target.routed:
+            model_id = self._catalog.deployments(target.model)[0]["model_info"]["id"]
+        entry = self._catalog.entry(model_id) if target.routed else None
         info: dict[str, Any] = {} if entry is None else entry["model_info"]
         if all(info.get(key) is not None for key in PRICE_KEYS):
             prompt = usage.prompt_tokens * float(info["input_cost_per_token"])
             completion = usage.completion_tokens * float(info["output_cost_per_token"])
             return round(prompt + completion, 10)
-        model = answered.deployment
+        model = self._catalog.deployment_model(target) if answered is None else answered.deployment
         priced = self._priced[model] if model in self._priced else _in_price_table(model)
         if not priced:
             return None
