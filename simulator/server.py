@@ -15,8 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from simulator.answers import Answer, Text, answer_tokens, count_prompt_tokens, fingerprint
-from simulator.answers import last_user_text as _last_user_text
+from simulator.answers import (
+    Answer,
+    Text,
+    answer_tokens,
+    count_prompt_tokens,
+    fingerprint,
+    last_user_text,
+)
 from simulator.bedrock import BedrockFormat
 from simulator.config import SimulatorConfig
 from simulator.gemini import GeminiFormat
@@ -54,7 +60,7 @@ def _record(request: web.Request, provider: str, body: Any) -> dict[str, Any]:
 
 
 def _directive(chat: ChatRequest, provider: str, log: RequestLog, key: str) -> Directive:
-    directive = parse_directive(_last_user_text(chat.conversation))
+    directive = parse_directive(last_user_text(chat.conversation))
     if not directive.applies_to(provider):
         return directive.without_faults()
     if directive.is_fault:
@@ -99,7 +105,7 @@ async def _answer(request: web.Request, fmt: WireFormat) -> web.StreamResponse:
     try:
         chat = fmt.read(request, body)
         record["model"] = chat.model
-        record["prompt"] = _last_user_text(chat.conversation)
+        record["prompt"] = last_user_text(chat.conversation)
         record["fingerprint"] = fingerprint(chat.conversation)
         if (refused := fmt.refusal(request)) is not None:
             return _failed(record, refused)
