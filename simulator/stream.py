@@ -84,8 +84,8 @@ def _split_point(chunk: bytes, event: object) -> int:
     return len(chunk) if at < 0 or first is None else at + first + 1
 
 
-async def _write(resp: web.StreamResponse, chunk: bytes, cut: int | None) -> None:
-    if cut is None or cut >= len(chunk):
+async def _write_split(resp: web.StreamResponse, chunk: bytes, cut: int) -> None:
+    if cut >= len(chunk):
         await resp.write(chunk)
         return
     await resp.write(chunk[:cut])
@@ -122,7 +122,10 @@ async def _send_events(
             record["late_chunks"] += 1
             record["late_max_s"] = max(record["late_max_s"], round(late, 3))
         chunk = renderer.event(event)
-        await _write(resp, chunk, _split_point(chunk, event) if plan.fault.split else None)
+        if plan.fault.split:
+            await _write_split(resp, chunk, _split_point(chunk, event))
+        else:
+            await resp.write(chunk)
         record["chunks_sent"] = index + 1
     if await _fault_at(request, record, plan, len(plan.answer.events)):
         return
