@@ -19,6 +19,7 @@ RUN mkdir worker && touch worker/__init__.py \
     && pip --python /opt/venv/bin/python install --no-cache-dir . \
     && pip --python /opt/venv/bin/python uninstall --yes streaming-worker
 COPY worker ./worker
+COPY simulator ./simulator
 # Byte-compiled here: the non-root runtime user cannot write __pycache__, and LiteLLM's import
 # is slow enough uncompiled to matter at every task start.
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps . \

@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: install
-	$(BIN)/ruff check worker tests
-	$(BIN)/ruff format --check worker tests
+	$(BIN)/ruff check worker simulator tests
+	$(BIN)/ruff format --check worker simulator tests
 
 typecheck: install
 	$(BIN)/mypy

@@ -85,7 +85,7 @@ def simulator_url(logs_dir: Path) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "worker.simulator",
+            "simulator",
             "--port",
             "0",
             "--tokens",

@@ -15,9 +15,9 @@ import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
 import boto3
 import pytest
 
+from simulator import answer_text
 from tests.conftest import AWS_ENV, SIM_API_KEY, row
 from tests.support import REPO, eventually, spawn, worker_command
-from worker.simulator import answer_text
 
 CLI_TIMEOUT_S = 60.0
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
 
+from simulator import answer_text
 from tests.conftest import StartWorker, chat, row
 from tests.support import eventually
-from worker.simulator import answer_text
 
 CURSOR_SQL = """
 SELECT attempt, seq, content FROM ai_streaming_job_deltas

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
 import pytest
 
+from simulator import answer_text
 from tests.conftest import (
     StartWorker,
     chat,
@@ -20,7 +21,6 @@ from tests.conftest import (
     send_message,
     sim_requests,
 )
-from worker.simulator import answer_text
 
 
 async def test_forty_jobs_complete_byte_exact_at_concurrency_16(

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
 import pytest
 
+from simulator import answer_text
 from tests.conftest import (
     SIM_API_KEY,
     StartWorker,
@@ -23,7 +24,6 @@ from tests.conftest import (
     upstream_closed,
 )
 from tests.support import eventually
-from worker.simulator import answer_text
 
 
 def expected(text: str, tokens: int = 40) -> str:

@@ -1,15 +1,16 @@
-"""Each provider through the whole worker, against a local fake speaking its real wire format.
+"""Each provider through the whole worker, against the simulator speaking its real wire format.
 
 A job row and an SQS message go in; a worker process streams the answer through LiteLLM's own
-HTTP code for that provider (OpenAI, Azure OpenAI, Gemini, Bedrock ConverseStream) from a fake
-on a free port; the test reads the row, as the app does, and what the fake received.
+HTTP code for that provider (OpenAI, Azure OpenAI, Gemini, Bedrock ConverseStream) from the
+simulator, in this process on a free port and demanding each provider's own key; the test reads
+the row, as the app does, and what the simulator received on that provider's route.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,23 +18,10 @@ from typing import Any
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
 import pytest
 import yaml
-from botocore.eventstream import EventStreamBuffer
 
+from simulator import Received, Simulator, SimulatorConfig, answer_tokens, count_prompt_tokens
+from simulator.bedrock import credential_scope
 from tests.conftest import AWS_ENV, StartWorker, deltas_text, row
-from tests.fakes import (
-    DEFAULT_TOKENS,
-    AzureFake,
-    BedrockFake,
-    FakeProvider,
-    GeminiFake,
-    OpenAIFake,
-    Received,
-    answer_for,
-    credential_scope,
-    event_message,
-    expected_answer,
-    prompt_tokens,
-)
 from tests.support import REPO
 from worker.llm import ModelCatalog, ModelsFileError
 
@@ -47,6 +35,37 @@ AZURE_API_VERSION = "2024-10-21"
 BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-6"
 BEDROCK_REGION = "eu-west-3"
 SECRETS = (OPENAI_KEY, AZURE_KEY, GEMINI_KEY, WRONG_KEY, WRONG_AWS_SECRET)
+DEFAULT_TOKENS = 24
+# Every answer ends in 3- and 4-byte UTF-8, so that every provider's path is tested with them.
+ENDING = " 日本語🚀"
+# Each route demands its provider's key (Bedrock: the worker's access key id and region).
+SIMULATOR = SimulatorConfig(
+    tokens=DEFAULT_TOKENS,
+    tokens_per_s=0,
+    ttft_s=0,
+    answer_ending=ENDING,
+    openai_key=OPENAI_KEY,
+    azure_key=AZURE_KEY,
+    gemini_key=GEMINI_KEY,
+    bedrock_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+    bedrock_region=BEDROCK_REGION,
+)
+
+
+def answer_for(prompt: str, tokens: int = DEFAULT_TOKENS) -> list[str]:
+    """The tokens the simulator streams for `prompt`, on every provider's route."""
+    return answer_tokens([{"role": "user", "content": prompt}], tokens, ending=ENDING)
+
+
+def expected_answer(prompt: str, tokens: int = DEFAULT_TOKENS) -> str:
+    """The text the simulator streams for `prompt` (when nothing cuts it short)."""
+    return "".join(answer_for(prompt, tokens))
+
+
+def prompt_tokens(prompt: str) -> int:
+    """The prompt token count the simulator reports (words, so tests can predict it)."""
+    return count_prompt_tokens([{"role": "user", "content": prompt}])
+
 
 # Connection settings a job tries to choose; none of them may reach a provider.
 JOB_CONNECTION_OPTIONS = {
@@ -69,7 +88,6 @@ class Provider:
     name: str
     model_name: str
     reported_model: str
-    make_fake: Callable[[], FakeProvider]
     params: Callable[[str], dict[str, Any]]
     wrong_key: dict[str, str]
     env: Callable[[str], dict[str, str]]
@@ -109,7 +127,6 @@ PROVIDERS = [
         legacy_provider="openai",
         model_name="gpt-4o-mini",
         reported_model="gpt-4o-mini-2024-07-18",
-        make_fake=lambda: OpenAIFake(key=OPENAI_KEY),
         params=lambda url: {
             "model": "openai/gpt-4o-mini",
             "api_base": f"{url}/v1",
@@ -125,7 +142,6 @@ PROVIDERS = [
         legacy_provider="azure",
         model_name="gpt-4o-azure",
         reported_model="gpt-4o-2024-08-06",
-        make_fake=lambda: AzureFake(key=AZURE_KEY),
         params=lambda _: {
             "model": "azure/gpt-4o-prod",
             "api_base": "os.environ/AZURE_API_BASE",
@@ -146,7 +162,6 @@ PROVIDERS = [
         legacy_provider="google",
         model_name="gemini-3.5-flash",
         reported_model="gemini-3.5-flash",
-        make_fake=lambda: GeminiFake(key=GEMINI_KEY, model_version="gemini-3.5-flash"),
         params=lambda url: {
             "model": "gemini/gemini-3.5-flash",
             "api_base": url,
@@ -163,7 +178,6 @@ PROVIDERS = [
         model_name="claude-sonnet",
         reported_model=BEDROCK_MODEL,
         # Credentials come from the AWS chain: the worker's AWS_ACCESS_KEY_ID.
-        make_fake=lambda: BedrockFake(key=AWS_ENV["AWS_ACCESS_KEY_ID"]),
         params=lambda url: {
             "model": f"bedrock/{BEDROCK_MODEL}",
             "aws_bedrock_runtime_endpoint": url,
@@ -187,22 +201,12 @@ WORKER_ENV = {
     "WORKER_PROVIDER_RETRIES": "3",
 }
 
-Serve = Callable[[FakeProvider], Awaitable[FakeProvider]]
-
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start fakes in this process (on free ports) and stop them after the test."""
-    started: list[FakeProvider] = []
-
-    async def serve(fake: FakeProvider) -> FakeProvider:
-        await fake.start()
-        started.append(fake)
-        return fake
-
-    yield serve
-    for fake in started:
-        await fake.stop()
+async def sim() -> AsyncIterator[Simulator]:
+    """The simulator in this process, on a free port, serving every provider's routes."""
+    async with Simulator(SIMULATOR) as simulator:
+        yield simulator
 
 
 def write_models(
@@ -253,24 +257,24 @@ class Scenario:
     """One provider's jobs in a shared worker run: what was asked, and the row ids."""
 
     provider: Provider
-    fake: FakeProvider
+    sim: Simulator
     prompts: dict[str, str]
     ids: dict[str, uuid.UUID]
 
 
-async def submit_scenario(submit: Any, provider: Provider, fake: FakeProvider) -> Scenario:
+async def submit_scenario(submit: Any, provider: Provider, sim: Simulator) -> Scenario:
     tag = f"{provider.name} {uuid.uuid4().hex[:8]}"
     prompts = {
         "ok": f"Say hello in five languages {tag}",
         "legacy": f"Old app format {tag}",
         "unlisted": f"Raw model string {tag}",
         "length": f"Count slowly {tag}",
-        "throttled": f"Busy {tag} [[fake status=429 retry_after=0.2 times=1]]",
-        "refused": f"Locked {tag} [[fake status=401]]",
+        "throttled": f"Busy {tag} [[sim status=429 retry_after=0.2 times=1]]",
+        "refused": f"Locked {tag} [[sim status=401]]",
         "wrong_key": f"Wrong key {tag}",
-        "early_break": f"Shaky start {tag} [[fake break_after=0 times=1]]",
-        "break_once": f"Flaky {tag} [[fake break_after=3 times=1]]",
-        "break_always": f"Broken {tag} [[fake break_after=3]]",
+        "early_break": f"Shaky start {tag} [[sim drop_after=0 times=1]]",
+        "break_once": f"Flaky {tag} [[sim drop_after=3 times=1]]",
+        "break_always": f"Broken {tag} [[sim drop_after=3]]",
     }
     name = provider.model_name
     requests = {
@@ -281,20 +285,23 @@ async def submit_scenario(submit: Any, provider: Provider, fake: FakeProvider) -
             "messages": [{"role": "user", "content": prompts["legacy"]}],
         },
         # Not in the models file, and unlisted models are not allowed here.
-        "unlisted": chat(prompts["unlisted"], str(provider.params(fake.url)["model"])),
+        "unlisted": chat(prompts["unlisted"], str(provider.params(sim.url)["model"])),
         "length": chat(prompts["length"], name, max_tokens=5),
         "wrong_key": chat(prompts["wrong_key"], f"{name}-wrong-key"),
     }
     ids = {kind: await submit(request) for kind, request in requests.items()}
     for kind in ("throttled", "refused", "early_break", "break_once", "break_always"):
         ids[kind] = await submit(chat(prompts[kind], name))
-    return Scenario(provider, fake, prompts, ids)
+    return Scenario(provider, sim, prompts, ids)
 
 
 async def check_scenario(db: asyncpg.Connection, scenario: Scenario) -> None:
     provider, prompts, ids = scenario.provider, scenario.prompts, scenario.ids
     jobs = {kind: await job(db, job_id) for kind, job_id in ids.items()}
-    sent = {kind: scenario.fake.requests_for(prompt) for kind, prompt in prompts.items()}
+    sent = {
+        kind: scenario.sim.requests(provider=provider.name, prompt=prompt)
+        for kind, prompt in prompts.items()
+    }
 
     # The answer, byte for byte, with the provider's usage, model and finish reason.
     ok = jobs["ok"]
@@ -374,21 +381,21 @@ async def test_each_provider_through_the_worker(
     db: asyncpg.Connection,
     submit: Any,
     start_worker: StartWorker,
-    serve: Serve,
+    sim: Simulator,
 ) -> None:
-    """OpenAI, Azure, Gemini and Bedrock side by side in one worker (one start, not four)."""
+    """OpenAI, Azure, Gemini and Bedrock side by side in one worker (one start, not four),
+    all from one simulator."""
     entries: list[tuple[str, dict[str, Any]]] = []
     env: dict[str, str] = {}
     scenarios = []
     for provider in PROVIDERS:
-        fake = await serve(provider.make_fake())
-        params = provider.params(fake.url)
+        params = provider.params(sim.url)
         entries += [
             (provider.model_name, params),
             (f"{provider.model_name}-wrong-key", {**params, **provider.wrong_key}),
         ]
-        env |= provider.env(fake.url)
-        scenarios.append(await submit_scenario(submit, provider, fake))
+        env |= provider.env(sim.url)
+        scenarios.append(await submit_scenario(submit, provider, sim))
     # The Router cools a deployment down after a 401; the other jobs wait it out.
     models = write_models(tmp_path / "models.yaml", entries, cooldown_time=1)
 
@@ -411,24 +418,22 @@ async def test_fallback_answers_when_the_primary_fails_before_the_first_token(
     db: asyncpg.Connection,
     submit: Any,
     start_worker: StartWorker,
-    serve: Serve,
+    sim: Simulator,
 ) -> None:
-    openai = await serve(OpenAIFake(key=OPENAI_KEY))
-    gemini = await serve(BY_NAME["gemini"].make_fake())
     models = write_models(
         tmp_path / "models.yaml",
         [
-            ("gpt-4o-mini", BY_NAME["openai"].params(openai.url)),
-            ("gemini-3.5-flash", BY_NAME["gemini"].params(gemini.url)),
+            ("gpt-4o-mini", BY_NAME["openai"].params(sim.url)),
+            ("gemini-3.5-flash", BY_NAME["gemini"].params(sim.url)),
         ],
         fallbacks=[{"gpt-4o-mini": ["gemini-3.5-flash"]}],
     )
     tag = uuid.uuid4().hex[:8]
     prompts = {
-        "down": f"Primary down {tag} [[fake status=503 only=openai]]",
-        "throttled": f"Primary throttled {tag} [[fake status=429 only=openai]]",
-        "cut_before_text": f"Primary cut early {tag} [[fake break_after=0 only=openai]]",
-        "cut_after_text": f"Primary cut late {tag} [[fake break_after=3 times=1 only=openai]]",
+        "down": f"Primary down {tag} [[sim status=503 only=openai]]",
+        "throttled": f"Primary throttled {tag} [[sim status=429 retry_after=0.2 only=openai]]",
+        "cut_before_text": f"Primary cut early {tag} [[sim drop_after=0 only=openai]]",
+        "cut_after_text": f"Primary cut late {tag} [[sim drop_after=3 times=1 only=openai]]",
         "healthy": f"Primary fine {tag}",
     }
     ids = {kind: await submit(chat(prompt, "gpt-4o-mini")) for kind, prompt in prompts.items()}
@@ -445,8 +450,8 @@ async def test_fallback_answers_when_the_primary_fails_before_the_first_token(
         assert answered.response["provider"] == "gemini", kind
         assert answered.response["usage"]["completion_tokens"] == DEFAULT_TOKENS
         assert answered.response["cost_usd"] > 0, "priced as the fallback's model"
-        assert len(openai.requests_for(prompts[kind])) == 1, kind
-        assert len(gemini.requests_for(prompts[kind])) == 1, kind
+        assert len(sim.requests(provider="openai", prompt=prompts[kind])) == 1, kind
+        assert len(sim.requests(provider="gemini", prompt=prompts[kind])) == 1, kind
 
     # Text already streamed is never continued by another model: the attempt restarts
     # and the primary, healthy again, answers the whole text.
@@ -454,13 +459,13 @@ async def test_fallback_answers_when_the_primary_fails_before_the_first_token(
     assert (restarted.status, restarted.attempts) == ("completed", 2)
     assert restarted.text == expected_answer(prompts["cut_after_text"])
     assert restarted.response["provider"] == "openai"
-    assert gemini.requests_for(prompts["cut_after_text"]) == []
+    assert sim.requests(provider="gemini", prompt=prompts["cut_after_text"]) == []
 
     healthy = await job(db, ids["healthy"])
     assert healthy.status == "completed"
     assert healthy.response["model"] == "gpt-4o-mini-2024-07-18"
     assert healthy.response["provider"] == "openai"
-    assert gemini.requests_for(prompts["healthy"]) == []
+    assert sim.requests(provider="gemini", prompt=prompts["healthy"]) == []
 
 
 async def test_a_provider_at_its_limit_makes_its_jobs_wait_while_others_go_through(
@@ -468,22 +473,20 @@ async def test_a_provider_at_its_limit_makes_its_jobs_wait_while_others_go_throu
     db: asyncpg.Connection,
     submit: Any,
     start_worker: StartWorker,
-    serve: Serve,
+    sim: Simulator,
 ) -> None:
-    slow = await serve(BY_NAME["gemini"].make_fake())
-    fast = await serve(OpenAIFake(key=OPENAI_KEY))
     models = write_models(
         tmp_path / "models.yaml",
         [
             (
                 "gemini-3.5-flash",
-                {**BY_NAME["gemini"].params(slow.url), "max_parallel_requests": 1},
+                {**BY_NAME["gemini"].params(sim.url), "max_parallel_requests": 1},
             ),
-            ("gpt-4o-mini", BY_NAME["openai"].params(fast.url)),
+            ("gpt-4o-mini", BY_NAME["openai"].params(sim.url)),
         ],
     )
     tag = uuid.uuid4().hex[:8]
-    slow_prompts = [f"Long answer {n} {tag} [[fake tokens=10 tps=25]]" for n in range(3)]
+    slow_prompts = [f"Long answer {n} {tag} [[sim tokens=10 tps=25]]" for n in range(3)]
     fast_prompts = [f"Quick answer {n} {tag}" for n in range(2)]
     slow_ids = [await submit(chat(p, "gemini-3.5-flash")) for p in slow_prompts]
     fast_ids = [await submit(chat(p, "gpt-4o-mini")) for p in fast_prompts]
@@ -506,8 +509,8 @@ async def test_a_provider_at_its_limit_makes_its_jobs_wait_while_others_go_throu
         finished[job_id] = record["completed_at"]
     # The limited provider streamed one answer at a time; its other jobs waited for the slot
     # instead of being refused and retried ...
-    assert slow.max_active == 1
-    assert [len(slow.requests_for(prompt)) for prompt in slow_prompts] == [1, 1, 1]
+    assert sim.max_active("gemini") == 1
+    assert [len(sim.requests(provider="gemini", prompt=p)) for p in slow_prompts] == [1, 1, 1]
     assert '"provider_retry"' not in worker.output
     assert '"provider_limit_wait"' in worker.output
     # ... while the other provider's jobs went through meanwhile.
@@ -519,11 +522,9 @@ async def test_cost_from_prices_and_model_resolution(
     db: asyncpg.Connection,
     submit: Any,
     start_worker: StartWorker,
-    serve: Serve,
+    sim: Simulator,
 ) -> None:
-    openai = await serve(OpenAIFake(key=OPENAI_KEY))
-    gemini = await serve(GeminiFake(key=GEMINI_KEY, model_version="house-gemini"))
-    openai_params = BY_NAME["openai"].params(openai.url)
+    openai_params = BY_NAME["openai"].params(sim.url)
     house_prices = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
     gemini_prices = {"input_cost_per_token": 5e-7, "output_cost_per_token": 4e-6}
     models = tmp_path / "models.yaml"
@@ -544,7 +545,7 @@ async def test_cost_from_prices_and_model_resolution(
                     {
                         "model_name": "house-gemini",
                         "litellm_params": {
-                            **BY_NAME["gemini"].params(gemini.url),
+                            **BY_NAME["gemini"].params(sim.url),
                             "model": "gemini/house-gemini",
                         },
                         "model_info": gemini_prices,
@@ -576,7 +577,7 @@ async def test_cost_from_prices_and_model_resolution(
         WORKER_MODELS_FILE=str(models),
         WORKER_ALLOW_UNLISTED_MODELS="true",
         OPENAI_API_KEY=OPENAI_KEY,
-        OPENAI_BASE_URL=f"{openai.url}/v1",
+        OPENAI_BASE_URL=f"{sim.url}/v1",
         GEMINI_API_KEY=GEMINI_KEY,
     )
     assert await worker.wait(30) == 1, worker.output
@@ -603,24 +604,15 @@ async def test_cost_from_prices_and_model_resolution(
     assert jobs["unknown_price"].response["cost_usd"] is None
     assert jobs["unknown_price"].response["usage"]["completion_tokens"] == DEFAULT_TOKENS
 
-    (unlisted,) = openai.requests_for(requests["unlisted"]["messages"][0]["content"])
+    (unlisted,) = sim.requests(
+        provider="openai", prompt=requests["unlisted"]["messages"][0]["content"]
+    )
     assert unlisted.header("authorization") == f"Bearer {OPENAI_KEY}"
-    (legacy,) = openai.requests_for(requests["legacy"]["messages"][0]["content"])
+    (legacy,) = sim.requests(provider="openai", prompt=requests["legacy"]["messages"][0]["content"])
     assert legacy.body["model"] == "house-model"
     failed = jobs["no_provider"]
     assert (failed.status, failed.error_code) == ("failed", "unknown_model")
     assert "nowhere/some-model" in (failed.error_message or "")
-
-
-def test_the_bedrock_fake_frames_events_as_aws_does() -> None:
-    """botocore's own event-stream decoder reads the fake's framing (prelude, CRCs, headers)."""
-    buffer = EventStreamBuffer()
-    buffer.add_data(event_message("messageStart", {"role": "assistant"}))
-    buffer.add_data(event_message("contentBlockDelta", {"delta": {"text": "日本語🚀"}}))
-    messages = list(buffer)
-    assert [m.headers[":event-type"] for m in messages] == ["messageStart", "contentBlockDelta"]
-    assert {m.headers[":message-type"] for m in messages} == {"event"}
-    assert json.loads(messages[1].payload)["delta"]["text"] == "日本語🚀"
 
 
 def test_the_example_models_file_is_valid() -> None:

@@ -21,6 +21,7 @@ import asyncpg  # noqa: TID251 (tests read rows and terminate backends as an ope
 import boto3
 import pytest
 
+from simulator import answer_text
 from tests.conftest import (
     StartWorker,
     chat,
@@ -29,7 +30,6 @@ from tests.conftest import (
     row,
 )
 from tests.support import Process, TcpProxy, eventually, free_port, spawn
-from worker.simulator import answer_text
 
 # Short timings so that redelivery and lease expiry happen within a test.
 FAST_RECOVERY = {"WORKER_VISIBILITY_TIMEOUT_S": "5", "WORKER_LEASE_S": "3"}

@@ -635,7 +635,7 @@ async def run_benchmark(cfg: Config) -> dict[str, Any]:
         sim = spawn(
             "simulator",
             [
-                *(sys.executable, "-m", "worker.simulator", "--host", HOST, "--port", "0"),
+                *(sys.executable, "-m", "simulator", "--host", HOST, "--port", "0"),
                 *("--processes", str(cfg.sim_processes)),
             ],
             logs_dir=run_dir,
@@ -1268,7 +1268,7 @@ def _worker_figures(
     exit_codes: list[int],
     stop_s: float,
 ) -> dict[str, Any]:
-    from worker.simulator import answer_tokens  # noqa: PLC0415 (aiohttp.web is not cheap)
+    from simulator import answer_tokens  # noqa: PLC0415 (aiohttp.web is not cheap)
 
     cfg, done = parts.cfg, run.done
     # The latest request per job is the attempt whose text the row kept.

@@ -123,7 +123,7 @@ def _add_client_commands(commands: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["simulate-llm"]:
-        from worker import simulator
+        import simulator
 
         return simulator.main(args_list[1:])
     args = build_parser().parse_args(args_list)

@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from worker import app, client, simulator
+import simulator
+from worker import app, client
 from worker.queue import JobQueue
 from worker.settings import Settings
 from worker.store import JobStore

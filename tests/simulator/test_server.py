@@ -1,4 +1,4 @@
-"""Tests for the OpenAI-compatible streaming LLM simulator."""
+"""The simulator's server, through its OpenAI route: answers, directives, request log, CLI."""
 
 from __future__ import annotations
 
@@ -14,25 +14,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from worker.simulator import SimulatorConfig, answer_text, answer_tokens, build_app
+from simulator import Simulator, SimulatorConfig, answer_text, answer_tokens
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 10.0
 
 
 @pytest.fixture
 async def sim_url() -> AsyncIterator[str]:
-    runner = web.AppRunner(
-        build_app(SimulatorConfig(tokens=12, tokens_per_s=0, ttft_s=0)), shutdown_timeout=2.0
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield f"http://{host}:{port}"
-    await runner.cleanup()
+    async with Simulator(SimulatorConfig(tokens=12, tokens_per_s=0, ttft_s=0)) as sim:
+        yield sim.url
 
 
 @pytest.fixture
@@ -357,7 +349,7 @@ async def test_main_runs_as_subprocess_until_sigterm(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.simulator",
+        "simulator",
         "--port",
         "0",
         "--tokens",

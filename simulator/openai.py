@@ -1,0 +1,203 @@
+"""OpenAI's and Azure OpenAI's chat completions: SSE chunks, each route with its own key header.
+
+OpenAI: `POST /v1/chat/completions` (also `/chat/completions`), `Authorization: Bearer`.
+Azure: `POST /openai/deployments/{deployment}/chat/completions?api-version=...`, `api-key`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from simulator.answers import TOKEN_JSON, Answer, Event, Text, openai_conversation
+from simulator.wire import ChatRequest, Renderer, RequestError, WireFormat, positive_int, sse
+
+_ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("not_found_error", "model_not_found"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+# OpenAI answers an alias with the snapshot that served it.
+SNAPSHOTS = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06"}
+_DONE = b"data: [DONE]\n\n"
+
+
+def _error_body(status: int, message: str, kind: str, code: str | None) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "code": code}}, status=status
+    )
+
+
+class ChunkRenderer(Renderer):
+    """`chat.completion.chunk` events, the content ones from byte templates (the hot path)."""
+
+    def __init__(
+        self, answer: Answer, *, include_usage: bool, choice_extra: dict[str, Any] | None = None
+    ) -> None:
+        self._answer = answer
+        self._include_usage = include_usage
+        self._extra = choice_extra or {}
+        self._head: dict[str, Any] = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": answer.model,
+        }
+        # Each content chunk is prefix + the token's JSON + suffix.
+        self._prefix = b"data: " + json.dumps(self._head, ensure_ascii=False).encode()[:-1]
+        self._prefix += b', "choices": [{"index": 0, "delta": {"content": '
+        extra = json.dumps(self._extra).encode()[1:-1]
+        self._suffix = b'}, "finish_reason": null' + (b", " + extra if extra else b"") + b"}]}\n\n"
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return sse({**self._head, "choices": choices, **extra})
+
+    def _choice(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "finish_reason": finish, **self._extra}
+
+    def opening(self) -> Sequence[bytes]:
+        return [self._chunk([self._choice({"role": "assistant", "content": ""}, None)])]
+
+    def event(self, event: Event) -> bytes:
+        if isinstance(event, Text):
+            token = (
+                TOKEN_JSON.get(event.text) or json.dumps(event.text, ensure_ascii=False).encode()
+            )
+            return self._prefix + token + self._suffix
+        raise TypeError(f"no OpenAI rendering for {event!r}")
+
+    def closing(self) -> Sequence[bytes]:
+        events = [self._chunk([self._choice({}, self._answer.finish)])]
+        if self._include_usage:
+            events.append(self._chunk([], usage=_usage(self._answer)))
+        return [*events, _DONE]
+
+
+def _usage(answer: Answer) -> dict[str, int]:
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+    }
+
+
+class OpenAIFormat(WireFormat):
+    """OpenAI's chat completions, streamed or whole."""
+
+    provider: ClassVar[str] = "openai"
+    routes: ClassVar[tuple[str, ...]] = ("/v1/chat/completions", "/chat/completions")
+
+    def read(self, request: web.Request, body: Any) -> ChatRequest:
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            raise RequestError("request body must be a JSON object with a 'messages' list")
+        options = body.get("stream_options")
+        return ChatRequest(
+            model=self.requested_model(request, body),
+            conversation=openai_conversation(body["messages"]),
+            max_tokens=positive_int(
+                body.get("max_completion_tokens", body.get("max_tokens")), "max_tokens"
+            ),
+            stream=body.get("stream") is True,
+            include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        )
+
+    def requested_model(self, request: web.Request, body: dict[str, Any]) -> str:
+        return str(body.get("model") or "sim-model")
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        key = self.config.openai_key
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if key is None or given == key:
+            return None
+        # OpenAI names the key it was given in this message: the worker must mask it.
+        message = f"Incorrect API key provided: {given}. You can find your API key at ..."
+        return _error_body(401, message, "invalid_request_error", "invalid_api_key")
+
+    def error(
+        self, status: int, message: str, *, code: str | None = None, retry_after_s: float = 1.0
+    ) -> web.Response:
+        kind, usual = _ERROR_TYPES.get(
+            status, ("server_error" if status >= 500 else "api_error", None)
+        )
+        response = _error_body(status, message, kind, code or usual)
+        if status == 429:
+            response.headers["Retry-After"] = f"{retry_after_s:g}"
+        return response
+
+    def reported_model(self, chat: ChatRequest) -> str:
+        return SNAPSHOTS.get(chat.model, chat.model)
+
+    def renderer(self, chat: ChatRequest, answer: Answer) -> Renderer:
+        return ChunkRenderer(answer, include_usage=chat.include_usage)
+
+    def complete(self, chat: ChatRequest, answer: Answer) -> web.Response:
+        message = {"role": "assistant", "content": answer.text}
+        choice = {"index": 0, "message": message, "finish_reason": answer.finish, "logprobs": None}
+        body = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": answer.model,
+            "choices": [choice],
+            "usage": _usage(answer),
+        }
+        return web.Response(
+            text=json.dumps(body, ensure_ascii=False), content_type="application/json"
+        )
+
+
+class AzureFormat(OpenAIFormat):
+    """Azure OpenAI: OpenAI's chunks with content-filter verdicts, on a deployment's path."""
+
+    provider: ClassVar[str] = "azure"
+    routes: ClassVar[tuple[str, ...]] = ("/openai/deployments/{deployment}/chat/completions",)
+
+    def requested_model(self, request: web.Request, body: dict[str, Any]) -> str:
+        return request.match_info["deployment"]
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        if "api-version" not in request.query:
+            # What Azure answers a request without its api-version.
+            return web.json_response(
+                {"error": {"code": "404", "message": "Resource not found"}}, status=404
+            )
+        key = self.config.azure_key
+        if key is None or request.headers.get("api-key") == key:
+            return None
+        message = (
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to"
+            " provide a valid key for an active subscription and use a correct regional API"
+            " endpoint for your resource."
+        )
+        return web.json_response({"error": {"code": "401", "message": message}}, status=401)
+
+    def reported_model(self, chat: ChatRequest) -> str:
+        return self.config.azure_model
+
+    def renderer(self, chat: ChatRequest, answer: Answer) -> Renderer:
+        return _AzureRenderer(
+            answer, include_usage=chat.include_usage, choice_extra={"content_filter_results": {}}
+        )
+
+
+class _AzureRenderer(ChunkRenderer):
+    def opening(self) -> Sequence[bytes]:
+        # Azure's first event has no choices, only the prompt's content-filter verdict.
+        first = sse(
+            {
+                "choices": [],
+                "created": 0,
+                "id": "",
+                "model": "",
+                "object": "",
+                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+            }
+        )
+        return [first, *super().opening()]
