@@ -52,8 +52,12 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens an answer used; the details only where the provider reports them."""
+
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int | None = None  # part of completion_tokens
+    cached_tokens: int | None = None  # part of prompt_tokens
 
     @property
     def total_tokens(self) -> int:
