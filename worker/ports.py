@@ -70,6 +70,8 @@ class Completer(Protocol):
 
     def called(self, target: Target) -> tuple[str, str | None]: ...
 
+    def timeouts(self, target: Target) -> tuple[float | None, float | None]: ...
+
 
 class Runner(Protocol):
     """Runs a claimed job to its outcome (worker/runner.py)."""

@@ -55,6 +55,7 @@ class _Job:
     request: JobRequest
     message_id: str | None
     started: float  # the claim
+    timeouts: Timeouts  # the worker's, or the model's own where the models file sets them
 
 
 class JobRunner:
@@ -104,7 +105,19 @@ class JobRunner:
             _record(outcome, model_label="none", started=started)
             return outcome
         structlog.contextvars.bind_contextvars(model=target.model, model_label=target.label)
-        job = _Job(target=target, request=request, message_id=message_id, started=started)
+        total_s, silence_s = self._llm.timeouts(target)
+        timeouts = Timeouts(
+            first_token_s=silence_s or self._timeouts.first_token_s,
+            stall_s=silence_s or self._timeouts.stall_s,
+            job_s=total_s or self._timeouts.job_s,
+        )
+        job = _Job(
+            target=target,
+            request=request,
+            message_id=message_id,
+            started=started,
+            timeouts=timeouts,
+        )
         outcome = await self._attempts(claim, job)
         _record(outcome, model_label=target.label, started=started)
         return outcome
@@ -141,7 +154,7 @@ class JobRunner:
             return await self._end(buffer, outcome)
 
     async def _attempt(self, buffer: Buffer, job: _Job, progress: Progress) -> Outcome:
-        deadline = job.started + self._timeouts.job_s
+        deadline = job.started + job.timeouts.job_s
         try:
             # The provider's slot is awaited outside the first-token timeout: a job queued
             # behind its provider's limit waits (up to the job timeout) instead of failing.
@@ -158,7 +171,7 @@ class JobRunner:
                 Ending.CANCELLED, response_data=self._partial(buffer, job, progress, "cancelled")
             )
         except TimeoutError:
-            error = ProviderTimeout(f"the job ran longer than {self._timeouts.job_s:g} s")
+            error = ProviderTimeout(f"the job ran longer than {job.timeouts.job_s:g} s")
             return self._failed(buffer, job, progress, error)
         except JobError as error:
             return self._failed(buffer, job, progress, error)
@@ -202,13 +215,13 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         progress.call_started()
         answered: Answered | None = None
-        stall_s = self._timeouts.stall_s
+        stall_s = job.timeouts.stall_s
         # Moving the deadline on every chunk would make a timer handle per chunk; moving it
         # at most every `step` keeps the stall limit within `step` of exact.
         step = min(1.0, stall_s / 4)
         moved_at = 0.0
         try:
-            async with asyncio.timeout(self._timeouts.first_token_s) as deadline:
+            async with asyncio.timeout(job.timeouts.first_token_s) as deadline:
                 async for event in self._llm.stream(job.target, job.request):
                     if type(event) is TextDelta:
                         if progress.first_token_at is None:
@@ -234,7 +247,7 @@ class JobRunner:
                     StreamBroken(f"the stream was silent for {stall_s:g} s")
                 ) from None
             raise ProviderTimeout(
-                f"no first token within {self._timeouts.first_token_s:g} s"
+                f"no first token within {job.timeouts.first_token_s:g} s"
             ) from None
         except TransientError as error:
             if progress.has_text:

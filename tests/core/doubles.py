@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,7 +163,7 @@ class ScriptedCompleter:
 
     scripts: list[Script]
     calls: int = 0
-    between_pieces: Callable[[], Any] | None = None
+    model_timeouts: tuple[float | None, float | None] = (None, None)
 
     def resolve(self, request: JobRequest) -> Target:
         return Target(model=request.model, routed=True)
@@ -204,3 +204,6 @@ class ScriptedCompleter:
 
     def called(self, target: Target) -> tuple[str, str | None]:
         return f"fake/{target.model}", "fake"
+
+    def timeouts(self, target: Target) -> tuple[float | None, float | None]:
+        return self.model_timeouts

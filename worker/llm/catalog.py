@@ -22,6 +22,7 @@ ENV_PREFIX = "os.environ/"
 FALLBACK_KEYS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token")
 _LIMIT_KEYS = ("max_parallel_requests", "rpm", "tpm")
+_TIMEOUT_KEYS = ("timeout", "stream_timeout")
 
 
 class ModelsFileError(Exception):
@@ -76,6 +77,16 @@ class ModelCatalog:
             for entry in self.deployments(target.model):
                 return str(entry["litellm_params"]["model"])
         return target.model
+
+    def timeouts(self, target: Target) -> tuple[float | None, float | None]:
+        """The target's own `timeout` (the whole stream) and `stream_timeout` (the first
+        token and each silence), LiteLLM's keys, where its deployments set them: the longest
+        of them, since the Router may pick any."""
+        entries = self.deployments(target.model) if target.routed else []
+        return (
+            _longest(entry["litellm_params"].get("timeout") for entry in entries),
+            _longest(entry["litellm_params"].get("stream_timeout") for entry in entries),
+        )
 
     def referenced_variables(self) -> Iterator[tuple[str, str, str]]:
         """(model_name, setting, NAME) for every `os.environ/NAME` setting."""
@@ -146,6 +157,11 @@ class ModelCatalog:
         return catalog
 
 
+def _longest(values: Iterator[object]) -> float | None:
+    seconds = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return max(seconds) if seconds else None
+
+
 def _check_entry(path: Path, index: int, entry: object) -> None:
     where = f"models file {path}: model_list[{index}]"
     if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str):
@@ -169,6 +185,12 @@ def _check_entry(path: Path, index: int, entry: object) -> None:
             not isinstance(value, int) or isinstance(value, bool) or value < 1
         ):
             raise ModelsFileError(f"{where}: litellm_params.{key} must be a positive integer")
+    for key in _TIMEOUT_KEYS:
+        value = params.get(key)
+        if value is not None and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+        ):
+            raise ModelsFileError(f"{where}: litellm_params.{key} must be a number of seconds > 0")
     info = entry.get("model_info", {})
     if not isinstance(info, dict):
         raise ModelsFileError(f"{where}: `model_info` must be a mapping")

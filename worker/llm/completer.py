@@ -64,6 +64,10 @@ class Completer:
     ) -> float | None:
         return self._pricing.cost_usd(target, usage, answered=answered)
 
+    def timeouts(self, target: Target) -> tuple[float | None, float | None]:
+        """The models file's `timeout` and `stream_timeout` for the target, where set."""
+        return self._catalog.timeouts(target)
+
     def called(self, target: Target) -> tuple[str, str | None]:
         """The LiteLLM model string a target calls first, and its provider."""
         model = self._catalog.deployment_model(target)
