@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: install
-	$(BIN)/ruff check worker simulator tests
-	$(BIN)/ruff format --check worker simulator tests
+	$(BIN)/ruff check worker simulator bench tests
+	$(BIN)/ruff format --check worker simulator bench tests
 
 typecheck: install
 	$(BIN)/mypy
@@ -31,4 +31,4 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
 bench: install
-	$(BIN)/python -m worker.bench --preset standard
+	$(BIN)/python -m bench --preset standard

@@ -83,7 +83,7 @@ _QUEUE_SETTINGS = "SQS_QUEUE_URL, AWS_ENDPOINT_URL_SQS, AWS_REGION and the AWS c
 
 
 def _add_client_commands(commands: Any) -> None:
-    """`submit`, `status`, `cancel`: what the app does, from a shell (worker/client.py)."""
+    """`submit`, `status`, `cancel`: what the app does, from a shell (worker/client/)."""
     submit = commands.add_parser(
         "submit",
         help="submit a job as the app does (prints its id; --follow prints the answer)",
@@ -170,7 +170,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace) -> int:
     # Ctrl-C before the worker runs (LiteLLM's import, setup) or after it stopped: no traceback.
     try:
-        from worker import demo
+        from worker.client import demo
     except KeyboardInterrupt:
         return 130
     options = (
@@ -194,22 +194,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace, settings: Settings) -> int:
-    from worker import client
+    from worker.client import commands
+    from worker.postgres import DatabaseUnavailable
 
     work: Coroutine[Any, Any, int]
     if args.command == "submit":
-        request = client.build_request(
+        request = commands.build_request(
             model=args.model,
             prompt=args.prompt,
             system=args.system,
             temperature=args.temperature,
             max_tokens=args.max_tokens,
         )
-        work = client.submit_command(settings, request, follow=args.follow)
+        work = commands.submit_command(settings, request, follow=args.follow)
     elif args.command == "status":
-        work = client.status_command(settings, args.job_id, as_json=args.json)
+        work = commands.status_command(settings, args.job_id, as_json=args.json)
     else:
-        work = client.cancel_command(settings, args.job_id)
+        work = commands.cancel_command(settings, args.job_id)
     try:
         return _run(work)
     except KeyboardInterrupt:
@@ -218,7 +219,9 @@ def _client(args: argparse.Namespace, settings: Settings) -> int:
         # Connection errors name host and port, never the password in DATABASE_URL.
         kind = type(error).__name__
         hint = " (run `streaming-worker migrate` first)" if kind == "UndefinedTableError" else ""
-        print(f"streaming-worker {args.command}: {kind}: {error}{hint}", file=sys.stderr)
+        # DatabaseUnavailable already names the error underneath (ConnectionRefusedError: …).
+        what = str(error) if isinstance(error, DatabaseUnavailable) else f"{kind}: {error}"
+        print(f"streaming-worker {args.command}: {what}{hint}", file=sys.stderr)
         return 1
 
 

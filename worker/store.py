@@ -1,4 +1,8 @@
-"""PostgreSQL: the schema, claims and the batched, fenced writes. The only module using asyncpg."""
+"""The worker's statements: the schema, claims, the batched and fenced writes, the sweeps.
+
+Connections come from `worker/postgres.py`, the PostgreSQL edge; the app-side queries live
+with the client (`worker/client/queries.py`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -19,16 +22,23 @@ from tenacity import (
 
 from worker.batching import Batcher
 from worker.jobs import Claim, Status
+from worker.postgres import (
+    CONNECT_TIMEOUT_S,
+    CONNECTION_ERRORS,
+    Connection,
+    DatabaseUnavailable,
+    Pool,
+    Record,
+    UniqueViolationError,
+    connect,
+    create_pool,
+)
 
-_CONNECT_TIMEOUT_S = 10.0
 _STATEMENT_TIMEOUT_S = 30.0
 _CLAIM_RETRY_S = 30.0
 _CLAIM_BATCH = 100
 # How often a claim that lost a race asks again (the second look shows who won).
 _CLAIM_RACES = 3
-# Names the worker's sessions in pg_stat_activity, for operators (and the fault tests).
-_SERVER_SETTINGS = {"application_name": "streaming-worker"}
-
 # Serialises concurrent `migrate` runs (several workers starting at once).
 _MIGRATION_LOCK_ID = 0x5357_4D49  # "SWMI"
 
@@ -228,20 +238,8 @@ WHERE d.job_id = j.id AND j.completed_at < now() - make_interval(secs => $1)
 """
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(DatabaseUnavailable):
     """The database could not be reached or dropped the connection; safe to retry."""
-
-
-# What a lost connection, a restart or an administrator's terminate looks like to asyncpg.
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.DeadlockDetectedError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,10 +305,10 @@ class FlushResult:
 class JobStore:
     """Claims jobs (pooled connections) and writes flushes (one dedicated connection)."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+    def __init__(self, pool: Pool, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn
-        self._writer_conn: asyncpg.Connection | None = None
+        self._writer_conn: Connection | None = None
         self._claims: Batcher[_ClaimRequest, Claim | ClaimRefused] = Batcher(
             self._claim_batch,
             max_size=_CLAIM_BATCH,
@@ -319,14 +317,7 @@ class JobStore:
 
     @classmethod
     async def connect(cls, dsn: str, *, pool_size: int = 4) -> JobStore:
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=1,
-            max_size=pool_size,
-            reset=_keep_session,
-            server_settings=_SERVER_SETTINGS,
-        )
-        return cls(pool, dsn)
+        return cls(await create_pool(dsn, max_size=pool_size), dsn)
 
     async def close(self) -> None:
         if self._writer_conn is not None:
@@ -412,43 +403,6 @@ class JobStore:
             rows = await conn.fetch(_SWEEP_ORPHANS, orphaned_after_s, max_attempts)
         return [(row["id"], Status(row["status"])) for row in rows]
 
-    async def insert_job(self, request_data: object) -> uuid.UUID:
-        """Write a new `pending` job as the app does (demo and app-side CLI)."""
-        async with self._pool.acquire() as conn:
-            job_id: uuid.UUID = await conn.fetchval(
-                "INSERT INTO ai_streaming_jobs (request_data) VALUES ($1::jsonb) RETURNING id",
-                json.dumps(request_data),
-            )
-        return job_id
-
-    async def job_rows(self, job_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
-        """The rows a polling client reads, by id."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT id, status, partial_content, response_data::text, error_code,"
-                " error_message, attempts FROM ai_streaming_jobs WHERE id = ANY($1::uuid[])",
-                list(job_ids),
-            )
-        return [
-            {**dict(row), "response_data": json.loads(row["response_data"] or "null")}
-            for row in rows
-        ]
-
-    async def create_database(self, name: str) -> bool:
-        """Create database `name` on this server unless it exists (demo); True if created."""
-        async with self._pool.acquire() as conn:
-            if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                return False
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        return True
-
-    async def status(self, job_id: uuid.UUID) -> Status | None:
-        async with self._pool.acquire() as conn:
-            value = await conn.fetchval(
-                "SELECT status FROM ai_streaming_jobs WHERE id = $1", job_id
-            )
-        return None if value is None else Status(value)
-
     async def write_flush(self, items: Sequence[FlushItem], *, lease_s: float) -> list[FlushResult]:
         """Commit one flush in a single statement; results come in the items' order.
 
@@ -494,16 +448,16 @@ class JobStore:
         return int(result.split()[-1])
 
     @contextlib.asynccontextmanager
-    async def _pooled(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _pooled(self) -> AsyncIterator[Connection]:
         """A pooled connection; losing it surfaces as StoreUnavailable (the pool reconnects)."""
         try:
-            async with self._pool.acquire(timeout=_CONNECT_TIMEOUT_S) as conn:
+            async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
                 yield conn
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     @contextlib.asynccontextmanager
-    async def _writer_connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _writer_connection(self) -> AsyncIterator[Connection]:
         """The writer's own connection; a failure drops it and surfaces as StoreUnavailable.
 
         Dedicated rather than pooled: a pool runs four reset statements on every release,
@@ -511,63 +465,13 @@ class JobStore:
         """
         try:
             if self._writer_conn is None or self._writer_conn.is_closed():
-                self._writer_conn = await asyncpg.connect(
-                    self._dsn, timeout=_CONNECT_TIMEOUT_S, server_settings=_SERVER_SETTINGS
-                )
+                self._writer_conn = await connect(self._dsn, timeout_s=CONNECT_TIMEOUT_S)
             yield self._writer_conn
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             conn, self._writer_conn = self._writer_conn, None
             if conn is not None:
                 conn.terminate()
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-
-    # The app's side of the contract (section 7), for `streaming-worker submit/status/cancel`.
-
-    async def job_view(self, job_id: uuid.UUID) -> dict[str, Any] | None:
-        """The row as the app shows it: status, attempts, error, response, text, times."""
-        async with self._pooled() as conn:
-            row = await conn.fetchrow(
-                "SELECT id, status, attempts, error_code, error_message, partial_content,"
-                " response_data::text, coalesce(request_data->>'model', request_data->>'modelId')"
-                " AS model, created_at,"
-                " started_at, updated_at, completed_at FROM ai_streaming_jobs WHERE id = $1",
-                job_id,
-            )
-        if row is None:
-            return None
-        return {**dict(row), "response_data": json.loads(row["response_data"] or "null")}
-
-    async def deltas_after(
-        self, job_id: uuid.UUID, *, attempt: int, seq: int
-    ) -> list[tuple[int, int, str]]:
-        """A client's cursor read: `(attempt, seq, content)` after the cursor, in order."""
-        async with self._pooled() as conn:
-            rows = await conn.fetch(
-                "SELECT attempt, seq, content FROM ai_streaming_job_deltas"
-                " WHERE job_id = $1 AND (attempt, seq) > ($2, $3) ORDER BY attempt, seq",
-                job_id,
-                attempt,
-                seq,
-            )
-        return [(row["attempt"], row["seq"], row["content"]) for row in rows]
-
-    async def cancel_job(self, job_id: uuid.UUID) -> tuple[bool, Status | None]:
-        """Set `cancelled` as the app does, unless the job already ended.
-
-        Returns (whether this call cancelled it, the status now; None when there is no row).
-        """
-        async with self._pooled() as conn:
-            cancelled = await conn.fetchval(
-                "UPDATE ai_streaming_jobs SET status = 'cancelled', updated_at = now(),"
-                " completed_at = coalesce(completed_at, now())"
-                " WHERE id = $1 AND status IN ('pending', 'processing', 'streaming')"
-                " RETURNING true",
-                job_id,
-            )
-            value = await conn.fetchval(
-                "SELECT status FROM ai_streaming_jobs WHERE id = $1", job_id
-            )
-        return bool(cancelled), None if value is None else Status(value)
 
 
 @contextlib.contextmanager
@@ -576,21 +480,15 @@ def _retry_on_conflict() -> Iterator[None]:
     connection: the next retry sees those deltas and skips them."""
     try:
         yield
-    except asyncpg.UniqueViolationError as exc:
+    except UniqueViolationError as exc:
         raise StoreUnavailable(f"flush raced its own retry: {exc}") from exc
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Skip the pool's reset query (four statements on every release): nothing here leaves
-    session state behind (no LISTEN, cursors, SET or session advisory locks), and asyncpg
-    still rolls back an open transaction before calling this."""
 
 
 def _json_or_none(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-def _claim_result(row: asyncpg.Record, request: _ClaimRequest) -> Claim | ClaimRefused:
+def _claim_result(row: Record, request: _ClaimRequest) -> Claim | ClaimRefused:
     attempt = row["claimed_attempts"]
     if attempt is None and row["ours"]:
         attempt = row["attempts"]  # a retried batch: this very claim committed before
@@ -612,7 +510,7 @@ def _claim_result(row: asyncpg.Record, request: _ClaimRequest) -> Claim | ClaimR
     )
 
 
-def _flush_result(row: asyncpg.Record, item: FlushItem) -> FlushResult:
+def _flush_result(row: Record, item: FlushItem) -> FlushResult:
     status = None if row["status"] is None else Status(row["status"])
     leased = bool(row["leased"])
     if leased and status in (Status.PROCESSING, Status.STREAMING):

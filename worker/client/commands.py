@@ -1,5 +1,5 @@
-"""The app's side of the contract, for integrators: submit a job, follow its answer, read its
-status, cancel it (`streaming-worker submit/status/cancel`)."""
+"""`streaming-worker submit/status/cancel`: the app's side of the contract, for integrators:
+submit a job, follow its answer, read its status, cancel it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from worker.client import queries
 from worker.jobs import Status
+from worker.postgres import Database
 from worker.queue import JobQueue
 from worker.settings import Settings
-from worker.store import JobStore
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -45,21 +46,20 @@ def build_request(
 
 async def submit(settings: Settings, requests: list[dict[str, Any]]) -> list[uuid.UUID]:
     """Submit jobs as the app does; returns their ids in order."""
-    store = await JobStore.connect(settings.database_url.get_secret_value(), pool_size=1)
-    try:
-        async with JobQueue.open(
+    async with (
+        await _connect(settings) as db,
+        JobQueue.open(
             settings.sqs_queue_url,
             region=settings.aws_region,
             endpoint_url=settings.sqs_endpoint_url,
-        ) as queue:
-            return [await submit_one(store, queue, request) for request in requests]
-    finally:
-        await store.close()
+        ) as queue,
+    ):
+        return [await submit_one(db, queue, request) for request in requests]
 
 
-async def submit_one(store: JobStore, queue: JobQueue, request_data: dict[str, Any]) -> uuid.UUID:
+async def submit_one(db: Database, queue: JobQueue, request_data: dict[str, Any]) -> uuid.UUID:
     """Insert the row, then send `{"jobId": ...}`: the app's order, so the row exists first."""
-    job_id = await store.insert_job(request_data)
+    job_id = await queries.insert_job(db, request_data)
     await queue.send(job_id)
     return job_id
 
@@ -68,7 +68,7 @@ async def submit_one(store: JobStore, queue: JobQueue, request_data: dict[str, A
 class Follower:
     """Prints a job's answer as it grows, from its deltas, with a cursor `(attempt, seq)`."""
 
-    store: JobStore
+    db: Database
     job_id: uuid.UUID
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
@@ -84,7 +84,7 @@ class Follower:
         while True:
             # Status before deltas: a delta commits with (or before) the status it goes
             # with, so once a terminal status is seen, the read after it has every delta.
-            status = await self.store.status(self.job_id)
+            status = await queries.job_status(self.db, self.job_id)
             if status is None:
                 return None
             await self._print_new()
@@ -101,7 +101,9 @@ class Follower:
             await asyncio.sleep(self.interval_s)
 
     async def _print_new(self) -> None:
-        deltas = await self.store.deltas_after(self.job_id, attempt=self.attempt, seq=self.seq)
+        deltas = await queries.deltas_after(
+            self.db, self.job_id, attempt=self.attempt, seq=self.seq
+        )
         for attempt, seq, content in deltas:
             if attempt != self.attempt:
                 if self.shown:
@@ -118,7 +120,7 @@ class Follower:
         """Deltas are swept WORKER_DELTA_RETENTION_S after the end; the row still has it all."""
         if self.attempt:
             return
-        view = await self.store.job_view(self.job_id)
+        view = await queries.job_view(self.db, self.job_id)
         if view is not None and view["partial_content"]:
             self.out.write(view["partial_content"])
             self.out.flush()
@@ -144,12 +146,9 @@ async def submit_command(settings: Settings, request_data: dict[str, Any], *, fo
 
 
 async def follow_command(settings: Settings, job_id: uuid.UUID) -> int:
-    store = await JobStore.connect(settings.database_url.get_secret_value(), pool_size=1)
-    try:
-        status = await Follower(store, job_id).run()
-        view = await store.job_view(job_id)
-    finally:
-        await store.close()
+    async with await _connect(settings) as db:
+        status = await Follower(db, job_id).run()
+        view = await queries.job_view(db, job_id)
     if sys.stdout.isatty():
         print()
     if view is not None:
@@ -158,11 +157,8 @@ async def follow_command(settings: Settings, job_id: uuid.UUID) -> int:
 
 
 async def status_command(settings: Settings, job_id: uuid.UUID, *, as_json: bool) -> int:
-    store = await JobStore.connect(settings.database_url.get_secret_value(), pool_size=1)
-    try:
-        view = await store.job_view(job_id)
-    finally:
-        await store.close()
+    async with await _connect(settings) as db:
+        view = await queries.job_view(db, job_id)
     if view is None:
         print(f"streaming-worker: no job {job_id}", file=sys.stderr)
         return EXIT_USAGE
@@ -175,11 +171,8 @@ async def status_command(settings: Settings, job_id: uuid.UUID, *, as_json: bool
 
 async def cancel_command(settings: Settings, job_id: uuid.UUID) -> int:
     """0 when the job is cancelled now (or already was), 1 when it had already ended."""
-    store = await JobStore.connect(settings.database_url.get_secret_value(), pool_size=1)
-    try:
-        changed, status = await store.cancel_job(job_id)
-    finally:
-        await store.close()
+    async with await _connect(settings) as db:
+        changed, status = await queries.cancel_job(db, job_id)
     if status is None:
         print(f"streaming-worker: no job {job_id}", file=sys.stderr)
         return EXIT_USAGE
@@ -191,6 +184,10 @@ async def cancel_command(settings: Settings, job_id: uuid.UUID) -> int:
         return EXIT_OK
     print(f"{job_id} already ended {status.value}: not cancelled", file=sys.stderr)
     return EXIT_JOB_FAILED
+
+
+async def _connect(settings: Settings) -> Database:
+    return await Database.connect(settings.database_url.get_secret_value())
 
 
 def _public(view: dict[str, Any]) -> dict[str, Any]:

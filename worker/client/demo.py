@@ -28,7 +28,9 @@ import yaml
 from aiohttp import web
 
 import simulator
-from worker import app, client
+from worker import app
+from worker.client import commands, queries
+from worker.postgres import Database
 from worker.queue import JobQueue
 from worker.settings import Settings
 from worker.store import JobStore
@@ -142,11 +144,8 @@ async def _database(*, embedded: bool) -> AsyncIterator[tuple[str, str]]:
 
 
 async def _local_database() -> str:
-    store = await JobStore.connect(LOCAL_SERVER_DSN, pool_size=1)
-    try:
-        await store.create_database(DEMO_DATABASE)
-    finally:
-        await store.close()
+    async with await Database.connect(LOCAL_SERVER_DSN) as db:
+        await queries.create_database(db, DEMO_DATABASE)
     return LOCAL_SERVER_DSN.rsplit("/", 1)[0] + "/" + DEMO_DATABASE
 
 
@@ -168,11 +167,8 @@ async def _embedded_database() -> AsyncIterator[tuple[str, Path]]:
     parent = Path(tempfile.mkdtemp(prefix="streaming-worker-demo-"))
     server = await asyncio.to_thread(get_server, parent / "pgdata", cleanup_mode="delete")
     try:
-        store = await JobStore.connect(server.get_uri("postgres"), pool_size=1)
-        try:
-            await store.create_database(DEMO_DATABASE)
-        finally:
-            await store.close()
+        async with await Database.connect(server.get_uri("postgres")) as db:
+            await queries.create_database(db, DEMO_DATABASE)
         yield server.get_uri(DEMO_DATABASE), parent
     finally:
         await asyncio.to_thread(server.cleanup)
@@ -226,7 +222,7 @@ def _models(llm_url: str) -> dict[str, Any]:
 
 def _request(index: int, tokens: int) -> dict[str, Any]:
     prompt = PROMPTS[index % len(PROMPTS)]
-    return client.build_request(
+    return commands.build_request(
         model="sim-model",
         prompt=f"{prompt} (demo job {index + 1})",
         temperature=0.2,
@@ -240,23 +236,20 @@ async def _submit(settings: Settings, requests: list[dict[str, Any]]) -> list[uu
         await store.migrate()
     finally:
         await store.close()
-    return await client.submit(settings, requests)
+    return await commands.submit(settings, requests)
 
 
 async def _watch(
     database_url: str, view: LiveView, worker: asyncio.Task[int]
 ) -> dict[uuid.UUID, dict[str, Any]]:
     """Poll the rows as a browser would and redraw the view, until the worker exits."""
-    store = await JobStore.connect(database_url, pool_size=1)
-    try:
+    async with await Database.connect(database_url) as db:
         while True:
-            rows = {row["id"]: row for row in await store.job_rows(list(view.expected))}
+            rows = {row["id"]: row for row in await queries.job_rows(db, list(view.expected))}
             view.update(rows)
             if worker.done():
                 return rows
             await asyncio.sleep(REFRESH_S)
-    finally:
-        await store.close()
 
 
 @dataclass

@@ -1,0 +1,112 @@
+"""The benchmark's parameters: presets, the run's shared constants, the jobs' prompts."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent  # the checkout whose worker is measured
+RESULTS_DIR = Path("bench-results")
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+MODEL = "sim-model"
+API_KEY = "sk-bench-not-a-secret"  # the simulator takes any key
+AWS_ENV = {
+    # Only ever sent to the local moto server started here.
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+POLL_S = 0.1
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says which part failed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """One benchmark run's parameters (a preset, then the command line's overrides)."""
+
+    jobs: int = 400
+    concurrency: int = 200
+    tokens: int = 200
+    tps: float = 20.0
+    ttft_s: float = 0.2
+    flush_interval_s: float = 0.4
+    content_refresh_s: float = 1.0
+    workers: int = 1
+    label: str = "standard"
+    skip_baselines: bool = False
+    database_url: str = DEFAULT_DATABASE_URL
+    sim_processes: int = 1
+    max_waiting: int | None = None
+    timeout_s: float | None = None
+    # Caps each worker at this share of a core (cgroup v1 CPU quota): two capped workers fit
+    # beside the simulator, moto and PostgreSQL on a 2-core machine, for the scaling figure.
+    worker_cpu_quota: float | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self.concurrency * self.workers
+
+    @property
+    def stream_s(self) -> float:
+        """How long one answer takes at the simulator's pace."""
+        return self.ttft_s + self.tokens / self.tps
+
+    @property
+    def waiting_limit(self) -> int:
+        # moto scans the whole queue, running jobs' messages included, on every call: keep
+        # it shallow. A worker with full slots only needs a few messages ready to refill them.
+        return self.max_waiting or max(10, min(self.capacity, 100))
+
+    @property
+    def deadline_s(self) -> float:
+        waves = math.ceil(self.jobs / self.capacity)
+        return self.timeout_s or 3 * waves * self.stream_s + 120
+
+
+PRESETS: dict[str, Config] = {
+    # A few minutes on a 2-core machine: two waves of 200 streams of 200 chunks at 20/s.
+    "standard": Config(),
+    # The issue's targets: 1,000 concurrent streams at 20 chunks/s, of 2,000 chunks each.
+    "big": Config(jobs=1000, concurrency=1000, tokens=2000, tps=20.0, label="big"),
+}
+
+
+def messages_for(phase: str, index: int, cfg: Config) -> list[dict[str, str]]:
+    """A unique prompt (its own deterministic answer) carrying the simulator's pacing."""
+    directive = f"[[sim tokens={cfg.tokens} tps={cfg.tps:g} ttft={cfg.ttft_s:g}]]"
+    return [{"role": "user", "content": f"bench {phase} {index}: tell me more {directive}"}]
+
+
+def models_document(sim_url: str) -> dict[str, Any]:
+    # As config/models.compose.yaml has it: a price, so cost accounting runs as in production.
+    return {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {
+                    "model": f"openai/{MODEL}",
+                    "api_base": f"{sim_url}/v1",
+                    "api_key": API_KEY,
+                },
+                "model_info": {
+                    "input_cost_per_token": 0.00000015,
+                    "output_cost_per_token": 0.0000006,
+                },
+            }
+        ],
+        "router_settings": {"num_retries": 0},
+    }
+
+
+def note(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
