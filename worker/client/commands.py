@@ -11,13 +11,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from worker import exit_codes
 from worker.client import queries
+from worker.exit_codes import ExitCode
 from worker.jobs import Status
 from worker.postgres import Database
 from worker.queue import JobQueue
 from worker.settings import Settings
-
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
 
 # How often a follower polls; the worker flushes every WORKER_FLUSH_INTERVAL_S (0.2 s).
 FOLLOW_INTERVAL_S = 0.2
@@ -132,15 +132,15 @@ class Follower:
 def exit_code_for(status: Status | None) -> int:
     """As `run --job-id`: 0 completed or cancelled, 1 failed, 2 no such job."""
     if status is None:
-        return EXIT_USAGE
-    return EXIT_JOB_FAILED if status is Status.FAILED else EXIT_OK
+        return ExitCode.USAGE
+    return exit_codes.for_status(status)
 
 
 async def submit_command(settings: Settings, request_data: dict[str, Any], *, follow: bool) -> int:
     [job_id] = await submit(settings, [request_data])
     if not follow:
         print(job_id)
-        return EXIT_OK
+        return ExitCode.OK
     print(f"job {job_id}", file=sys.stderr, flush=True)
     return await follow_command(settings, job_id)
 
@@ -161,12 +161,12 @@ async def status_command(settings: Settings, job_id: uuid.UUID, *, as_json: bool
         view = await queries.job_view(db, job_id)
     if view is None:
         print(f"streaming-worker: no job {job_id}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if as_json:
         print(json.dumps(_public(view), indent=2))
     else:
         print(_describe(view))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def cancel_command(settings: Settings, job_id: uuid.UUID) -> int:
@@ -175,15 +175,15 @@ async def cancel_command(settings: Settings, job_id: uuid.UUID) -> int:
         changed, status = await queries.cancel_job(db, job_id)
     if status is None:
         print(f"streaming-worker: no job {job_id}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if changed:
         print(f"{job_id} cancelled")
-        return EXIT_OK
+        return ExitCode.OK
     if status is Status.CANCELLED:
         print(f"{job_id} was already cancelled")
-        return EXIT_OK
+        return ExitCode.OK
     print(f"{job_id} already ended {status.value}: not cancelled", file=sys.stderr)
-    return EXIT_JOB_FAILED
+    return ExitCode.JOB_FAILED
 
 
 async def _connect(settings: Settings) -> Database:
