@@ -33,6 +33,7 @@ from worker.postgres import (
     connect,
     create_pool,
 )
+from worker.schema import MIGRATIONS
 
 _STATEMENT_TIMEOUT_S = 30.0
 _CLAIM_RETRY_S = 30.0
@@ -42,66 +43,6 @@ _CLAIM_RACES = 3
 # Serialises concurrent `migrate` runs (several workers starting at once).
 _MIGRATION_LOCK_ID = 0x5357_4D49  # "SWMI"
 
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE IF NOT EXISTS ai_streaming_jobs (
-        id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-        user_id text,
-        conversation_id text,
-        status text NOT NULL DEFAULT 'pending'
-            CHECK (status IN ('pending', 'processing', 'streaming',
-                              'completed', 'failed', 'cancelled')),
-        request_data jsonb NOT NULL,
-        partial_content text NOT NULL DEFAULT '',
-        response_data jsonb,
-        error_message text,
-        error_code text,
-        attempts integer NOT NULL DEFAULT 0,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        started_at timestamptz,
-        updated_at timestamptz NOT NULL DEFAULT now(),
-        completed_at timestamptz
-    );
-    ALTER TABLE ai_streaming_jobs
-        ADD COLUMN IF NOT EXISTS lease_token uuid,
-        ADD COLUMN IF NOT EXISTS lease_message_id text,
-        ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz,
-        ADD COLUMN IF NOT EXISTS delta_seq integer NOT NULL DEFAULT 0;
-    CREATE INDEX IF NOT EXISTS ai_streaming_jobs_active_lease
-        ON ai_streaming_jobs (lease_expires_at) WHERE status IN ('processing', 'streaming');
-    CREATE INDEX IF NOT EXISTS ai_streaming_jobs_completed_at
-        ON ai_streaming_jobs (completed_at) WHERE completed_at IS NOT NULL;
-    CREATE TABLE IF NOT EXISTS ai_streaming_job_deltas (
-        job_id uuid NOT NULL,
-        attempt integer NOT NULL,
-        seq integer NOT NULL,
-        content text NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (job_id, attempt, seq)
-    );
-    """,
-    # When the orphan sweep last sent a fresh message for a job whose worker vanished.
-    """
-    ALTER TABLE ai_streaming_jobs ADD COLUMN IF NOT EXISTS requeued_at timestamptz;
-    """,
-    # The row is no longer written on every flush (the deltas are): its fence counts only
-    # the deltas whose text `partial_content` already holds.
-    """
-    ALTER TABLE ai_streaming_jobs RENAME COLUMN delta_seq TO content_seq;
-    """,
-    # Keep row updates on their page: room on every page (fillfactor), and an index that a
-    # status change or a `partial_content` refresh does not touch. Such an update is HOT: no
-    # new index entries and no lock record (measured: 11% less WAL at the default refresh).
-    # The lease is cleared when an attempt ends, so the index holds only running jobs.
-    """
-    ALTER TABLE ai_streaming_jobs SET (fillfactor = 70);
-    UPDATE ai_streaming_jobs SET lease_expires_at = NULL
-    WHERE lease_expires_at IS NOT NULL AND status NOT IN ('processing', 'streaming');
-    DROP INDEX IF EXISTS ai_streaming_jobs_active_lease;
-    CREATE INDEX IF NOT EXISTS ai_streaming_jobs_lease
-        ON ai_streaming_jobs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
-    """,
-)
 
 # One statement claims a whole batch. A job is claimable when `pending`, or when its lease
 # ran out (its worker vanished) or is the one `restart` names (this worker's broken attempt).
@@ -117,7 +58,8 @@ WITH batch AS (
 claimed AS (
     UPDATE ai_streaming_jobs j
     SET status = 'processing', attempts = j.attempts + 1, partial_content = '',
-        content_seq = 0, lease_token = b.lease, lease_message_id = b.message_id,
+        reasoning_content = '', content_seq = 0, lease_token = b.lease,
+        lease_message_id = b.message_id,
         lease_expires_at = now() + make_interval(secs => b.lease_s), requeued_at = NULL,
         started_at = coalesce(j.started_at, now()), updated_at = now(),
         response_data = NULL, error_code = NULL, error_message = NULL, completed_at = NULL
@@ -179,9 +121,10 @@ _FLUSH = """
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::text[],
                          $6::text[], $7::int[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::bool[], $14::bool[]) WITH ORDINALITY
+                         $11::text[], $12::bool[], $14::bool[], $15::text[],
+                         $16::text[]) WITH ORDINALITY
         AS b(id, lease, attempt, seq, delta, refresh, refresh_from, status, response_data,
-             error_code, error_message, touch, renew, ord)
+             error_code, error_message, touch, renew, reasoning, refresh_reasoning, ord)
 ),
 current AS (
     SELECT b.ord, j.id, j.status, j.lease_token = b.lease AS leased, j.content_seq,
@@ -189,10 +132,10 @@ current AS (
     FROM batch b LEFT JOIN ai_streaming_jobs j ON j.id = b.id
 ),
 inserted AS (
-    INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content)
-    SELECT b.id, b.attempt, b.seq, b.delta
+    INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content, reasoning)
+    SELECT b.id, b.attempt, b.seq, b.delta, b.reasoning
     FROM batch b JOIN current c ON c.ord = b.ord
-    WHERE c.active AND b.delta <> ''
+    WHERE c.active AND (b.delta <> '' OR b.reasoning IS NOT NULL)
       AND NOT EXISTS (SELECT FROM ai_streaming_job_deltas d
                       WHERE d.job_id = b.id AND d.attempt = b.attempt AND d.seq = b.seq)
 ),
@@ -201,6 +144,8 @@ updated AS (
     SET status = coalesce(b.status, j.status),
         partial_content = CASE WHEN b.refresh IS NULL THEN j.partial_content
                                ELSE j.partial_content || b.refresh END,
+        reasoning_content = CASE WHEN b.refresh_reasoning IS NULL THEN j.reasoning_content
+                                 ELSE j.reasoning_content || b.refresh_reasoning END,
         content_seq = CASE WHEN b.refresh IS NULL THEN j.content_seq ELSE b.seq END,
         updated_at = CASE WHEN b.refresh IS NOT NULL OR b.status IS NOT NULL
                           THEN now() ELSE j.updated_at END,
@@ -223,12 +168,34 @@ FROM current c LEFT JOIN updated u ON u.id = c.id
 ORDER BY c.ord
 """
 
-# A cancelled row keeps its status and text; the worker only fills in what the app left empty.
+# A cancelled row keeps its status; the worker fills in what the app left empty, and its
+# text catches up with what streamed before the stop, once: the attempt's last delta is
+# inserted (unless a retry already did) and the row's text refreshed where it still holds
+# `refresh_from` deltas' text (a retry finds `content_seq` moved on and appends nothing).
 _SETTLE_CANCELLED = """
-UPDATE ai_streaming_jobs
-SET completed_at = coalesce(completed_at, now()),
-    response_data = coalesce(response_data, $3::jsonb), lease_expires_at = NULL
-WHERE id = $1 AND lease_token = $2 AND status = 'cancelled'
+WITH mine AS (
+    SELECT id, content_seq FROM ai_streaming_jobs
+    WHERE id = $1 AND lease_token = $2 AND status = 'cancelled'
+    FOR UPDATE
+),
+inserted AS (
+    INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content, reasoning)
+    SELECT $1, $4, $5, $6, $7 FROM mine
+    WHERE ($6 <> '' OR $7::text IS NOT NULL)
+      AND NOT EXISTS (SELECT FROM ai_streaming_job_deltas d
+                      WHERE d.job_id = $1 AND d.attempt = $4 AND d.seq = $5)
+)
+UPDATE ai_streaming_jobs j
+SET completed_at = coalesce(j.completed_at, now()),
+    response_data = coalesce(j.response_data, $3::jsonb), lease_expires_at = NULL,
+    partial_content = CASE WHEN m.content_seq = $8 THEN j.partial_content || $9
+                           ELSE j.partial_content END,
+    reasoning_content = CASE WHEN m.content_seq = $8 THEN j.reasoning_content || $10
+                             ELSE j.reasoning_content END,
+    content_seq = CASE WHEN m.content_seq = $8 THEN $5 ELSE j.content_seq END,
+    updated_at = now()
+FROM mine m
+WHERE j.id = m.id
 """
 
 _PURGE_DELTAS = """
@@ -281,6 +248,10 @@ class FlushItem:
     error_code: str | None
     error_message: str | None
     renew: bool
+    # The reasoning text this delta adds (None when none), and what a refresh appends to
+    # `reasoning_content` (None when nothing, or no refresh).
+    reasoning: str | None = None
+    refresh_reasoning: str | None = None
 
     @property
     def touch(self) -> bool:
@@ -426,21 +397,31 @@ class JobStore:
                     [item.touch for item in items],
                     lease_s,
                     [item.renew for item in items],
+                    [item.reasoning for item in items],
+                    [item.refresh_reasoning for item in items],
                     timeout=_STATEMENT_TIMEOUT_S,
                 )
         return [_flush_result(row, item) for row, item in zip(rows, items, strict=True)]
 
-    async def settle_cancelled(
-        self, job_id: uuid.UUID, lease: uuid.UUID, response_data: dict[str, Any]
-    ) -> None:
+    async def settle_cancelled(self, tail: FlushItem, response_data: dict[str, Any]) -> None:
+        """End this attempt's part in a job the app cancelled: `tail` is its text not yet
+        committed (as the next delta, and as the refresh of the row's text). Retry-safe."""
         async with self._writer_connection() as conn:
-            await conn.execute(
-                _SETTLE_CANCELLED,
-                job_id,
-                lease,
-                json.dumps(response_data),
-                timeout=_STATEMENT_TIMEOUT_S,
-            )
+            with _retry_on_conflict():
+                await conn.execute(
+                    _SETTLE_CANCELLED,
+                    tail.job_id,
+                    tail.lease,
+                    json.dumps(response_data),
+                    tail.attempt,
+                    tail.seq,
+                    tail.delta,
+                    tail.reasoning,
+                    tail.refresh_from,
+                    tail.refresh or "",
+                    tail.refresh_reasoning or "",
+                    timeout=_STATEMENT_TIMEOUT_S,
+                )
 
     async def purge_deltas(self, *, retention_s: float) -> int:
         async with self._pooled() as conn:

@@ -126,7 +126,7 @@ class FakeFlushes:
     batches: list[list[FlushItem]] = field(default_factory=list)
     refuse: dict[uuid.UUID, Status] = field(default_factory=dict)
     fail_next: int = 0
-    settled: list[tuple[uuid.UUID, dict[str, Any]]] = field(default_factory=list)
+    settled: list[tuple[FlushItem, dict[str, Any]]] = field(default_factory=list)
     written: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def write_flush(self, items: Sequence[FlushItem], *, lease_s: float) -> list[FlushResult]:
@@ -145,16 +145,14 @@ class FakeFlushes:
             for item in items
         ]
 
-    async def settle_cancelled(
-        self, job_id: uuid.UUID, lease: uuid.UUID, response_data: dict[str, Any]
-    ) -> None:
-        self.settled.append((job_id, response_data))
+    async def settle_cancelled(self, tail: FlushItem, response_data: dict[str, Any]) -> None:
+        self.settled.append((tail, response_data))
 
     def items_for(self, job_id: uuid.UUID) -> list[FlushItem]:
         return [item for batch in self.batches for item in batch if item.job_id == job_id]
 
 
-Script = list[str | JobError]
+Script = list[str | JobError | StreamEvent]
 
 
 @dataclass
@@ -163,6 +161,8 @@ class ScriptedCompleter:
 
     scripts: list[Script]
     calls: int = 0
+    finish_reason: str = "stop"
+    thinking_blocks: tuple[dict[str, Any], ...] = ()
     model_timeouts: tuple[float | None, float | None] = (None, None)
 
     def resolve(self, request: JobRequest) -> Target:
@@ -183,15 +183,16 @@ class ScriptedCompleter:
             await asyncio.sleep(0)
             if isinstance(piece, JobError):
                 raise piece
-            yield TextDelta(piece)
+            yield TextDelta(piece) if isinstance(piece, str) else piece
         yield Answered(
             model=target.model,
             provider="fake",
-            finish_reason="stop",
+            finish_reason=self.finish_reason,
             usage=Usage(prompt_tokens=3, completion_tokens=len(script)),
             cost_usd=None,
             deployment=f"fake/{target.model}",
             model_id=None,
+            thinking_blocks=self.thinking_blocks,
         )
 
     def count_tokens(self, target: Target, request: JobRequest, answer: str) -> Usage:
