@@ -56,6 +56,7 @@ class Settings(BaseSettings):
 
     queue_depth_interval_s: float = Field(15.0, gt=0)
     health_stall_s: float = Field(60.0, gt=0)
+    startup_timeout_s: float = Field(120.0, gt=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -7,7 +7,6 @@ then the rest are handed back (row to `pending`, message visible at once) for an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable
@@ -28,6 +27,7 @@ from worker.jobs import Delivery, Ending, Outcome
 from worker.ports import Claims, Queue, Runner
 from worker.queue import QueueUnavailable
 from worker.store import ClaimRefused
+from worker.waiting import unless_set
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -304,18 +304,7 @@ class Supervisor:
 
     async def _until_stopped(self, work: Awaitable[T]) -> T | None:
         """Await `work` unless shutdown begins first, in which case cancel it and return None."""
-        task = asyncio.ensure_future(work)
-        stopped = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return None
+        return await unless_set(self._stopping, work)
 
 
 def _log_receive_retry(state: RetryCallState) -> None:
