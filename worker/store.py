@@ -69,6 +69,17 @@ claimed AS (
            OR (j.status IN ('processing', 'streaming')
                AND (j.lease_expires_at < now() OR j.lease_token = b.restart)))
     RETURNING j.id, j.lease_token, j.attempts
+),
+-- A job the app cancelled before any worker ended it still gets its ending filled in.
+settled AS (
+    UPDATE ai_streaming_jobs j
+    SET completed_at = coalesce(j.completed_at, now()),
+        response_data = coalesce(j.response_data, jsonb_build_object(
+            'model', NULL, 'provider', NULL, 'finish_reason', 'cancelled', 'usage', NULL,
+            'cost_usd', NULL, 'ttft_ms', NULL, 'duration_ms', NULL, 'attempts', j.attempts))
+    FROM batch b
+    WHERE j.id = b.id AND j.status = 'cancelled'
+      AND (j.completed_at IS NULL OR j.response_data IS NULL)
 )
 SELECT c.attempts AS claimed_attempts, j.lease_token = b.lease AS ours, j.attempts,
        j.status, j.request_data::text, j.lease_message_id,
