@@ -28,6 +28,7 @@ from worker.postgres import DatabaseUnavailable
 from worker.queue import JobQueue
 from worker.runner import JobRunner, Timeouts
 from worker.settings import Settings
+from worker.slots import Slots
 from worker.store import ClaimRefused, JobStore
 from worker.supervisor import Disposition, Mode, QueuePolicy, Supervisor
 from worker.waiting import unless_set
@@ -107,6 +108,7 @@ class Core:
     store: JobStore
     writer: StreamWriter
     runner: JobRunner
+    slots: Slots
 
 
 def open_llm(settings: Settings) -> Completer:
@@ -126,10 +128,13 @@ async def open_core(settings: Settings, store: JobStore, llm: Completer) -> Asyn
         content_refresh_s=settings.content_refresh_s,
         lease_s=settings.lease_s,
     )
+    # As many jobs may wait for their provider's own limit, beyond the slots, as run.
+    slots = Slots(settings.concurrency, max_parked=settings.concurrency)
     runner = JobRunner(
         store=store,
         writer=writer,
         llm=llm,
+        slots=slots,
         timeouts=Timeouts(
             first_token_s=settings.first_token_timeout_s,
             stall_s=settings.stall_timeout_s,
@@ -144,7 +149,7 @@ async def open_core(settings: Settings, store: JobStore, llm: Completer) -> Asyn
         async with asyncio.TaskGroup() as tasks:
             flushing = tasks.create_task(writer.run(), name="writer")
             try:
-                yield Core(store=store, writer=writer, runner=runner)
+                yield Core(store=store, writer=writer, runner=runner, slots=slots)
             finally:
                 writer.close()
                 await flushing
@@ -190,12 +195,13 @@ async def run_worker(settings: Settings, *, mode: Mode) -> int:
                     queue=queue,
                     store=core.store,
                     runner=core.runner,
-                    concurrency=settings.concurrency,
+                    slots=core.slots,
                     policy=QueuePolicy(
                         receive_wait_s=settings.receive_wait_s,
                         visibility_timeout_s=settings.visibility_timeout_s,
                         lease_s=settings.lease_s,
                         max_invisible_s=settings.job_timeout_s + settings.visibility_timeout_s,
+                        takeover_interval_s=settings.takeover_interval_s,
                     ),
                     shutdown_grace_s=settings.shutdown_grace_s,
                     mode=mode,
@@ -228,6 +234,7 @@ async def run_job(settings: Settings, job_id: uuid.UUID) -> int:
         claim = await core.store.claim(job_id, message_id=None, lease_s=settings.lease_s)
         if isinstance(claim, ClaimRefused):
             return _refused_exit(claim)
+        core.slots.take()
         task = asyncio.current_task()
         assert task is not None
         with _on_signals(task.cancel):

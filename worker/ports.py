@@ -29,6 +29,8 @@ class Queue(Protocol):
 
     async def extend(self, deliveries: Sequence[Delivery], *, seconds: int) -> None: ...
 
+    async def send(self, job_id: uuid.UUID) -> None: ...
+
 
 class Claims(Protocol):
     """The store as the supervisor and runner see it."""
@@ -41,6 +43,8 @@ class Claims(Protocol):
         lease_s: float,
         restart: uuid.UUID | None = None,
     ) -> Claim | ClaimRefused: ...
+
+    async def take_over(self, limit: int, *, lease_s: float) -> list[Claim]: ...
 
 
 class Flushes(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from worker.llm.events import (
 )
 from worker.llm.target import Target
 from worker.ports import Buffer, Claims, Completer, Sink
+from worker.slots import Slots
 from worker.store import ClaimRefused
 from worker.writer import JobStopped
 
@@ -75,6 +77,7 @@ class JobRunner:
         store: Claims,
         writer: Sink[Any],
         llm: Completer,
+        slots: Slots,
         timeouts: Timeouts,
         provider_retries: int,
         max_attempts: int,
@@ -83,6 +86,7 @@ class JobRunner:
         self._store = store
         self._writer = writer
         self._llm = llm
+        self._slots = slots
         self._timeouts = timeouts
         self._provider_retries = provider_retries
         self._max_attempts = max_attempts
@@ -165,12 +169,15 @@ class JobRunner:
         deadline = job.started + job.timeouts.job_s
         try:
             # The provider's slot is awaited outside the first-token timeout: a job queued
-            # behind its provider's limit waits (up to the job timeout) instead of failing.
+            # behind its provider's limit waits (up to the job timeout) instead of failing,
+            # and gives its worker slot to other models' jobs while it waits.
             async with (
                 buffer.stoppable(),
                 asyncio.timeout(deadline - time.monotonic()),
-                self._llm.permit(job.target),
+                contextlib.AsyncExitStack() as permitted,
             ):
+                async with self._slots.parked_while():
+                    await permitted.enter_async_context(self._llm.permit(job.target))
                 answered = await self._stream(buffer, job, progress, deadline)
         except JobStopped as stopped:
             if not stopped.cancelled:

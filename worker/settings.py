@@ -45,7 +45,8 @@ class Settings(BaseSettings):
 
     receive_wait_s: int = Field(20, ge=0, le=20)
     visibility_timeout_s: int = Field(60, ge=5, le=43_200)
-    lease_s: float = Field(30.0, ge=3)
+    lease_s: float = Field(10.0, ge=3)
+    takeover_interval_s: float = Field(2.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     orphaned_after_s: float = Field(300.0, gt=0)
     orphan_sweep_interval_s: float = Field(60.0, gt=0)

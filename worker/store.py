@@ -92,6 +92,46 @@ LEFT JOIN claimed c ON c.id = b.id AND c.lease_token = b.lease
 ORDER BY b.ord
 """
 
+# Jobs whose worker died (their lease ran out), restarted by a live worker with free slots:
+# attempts + 1 and the text reset, as a claim does, under lease tokens the caller made, so
+# that a retry after a lost connection finds the jobs its lost try took (`mine`) instead of
+# counting them again. SKIP LOCKED: workers sweeping at once take different jobs.
+_TAKE_OVER = """
+WITH tokens AS (
+    SELECT token, n FROM unnest($1::uuid[]) WITH ORDINALITY AS t(token, n)
+),
+mine AS (
+    SELECT id, attempts, lease_token, request_data FROM ai_streaming_jobs
+    WHERE lease_token = ANY($1::uuid[]) AND status IN ('processing', 'streaming')
+),
+unused AS (
+    SELECT token, row_number() OVER (ORDER BY n) AS n FROM tokens
+    WHERE token NOT IN (SELECT lease_token FROM mine)
+),
+expired AS (
+    SELECT id, row_number() OVER (ORDER BY lease_expires_at) AS n FROM (
+        SELECT id, lease_expires_at FROM ai_streaming_jobs
+        WHERE lease_expires_at < now() AND status IN ('processing', 'streaming')
+        ORDER BY lease_expires_at
+        LIMIT (SELECT count(*) FROM unused)
+        FOR UPDATE SKIP LOCKED
+    ) e
+),
+taken AS (
+    UPDATE ai_streaming_jobs j
+    SET status = 'processing', attempts = j.attempts + 1, partial_content = '',
+        reasoning_content = '', content_seq = 0, lease_token = u.token,
+        lease_message_id = NULL, lease_expires_at = now() + make_interval(secs => $2),
+        requeued_at = NULL, updated_at = now()
+    FROM expired e JOIN unused u ON u.n = e.n
+    WHERE j.id = e.id
+    RETURNING j.id, j.attempts, j.lease_token, j.request_data
+)
+SELECT id, attempts, lease_token, request_data::text FROM taken
+UNION ALL
+SELECT id, attempts, lease_token, request_data::text FROM mine
+"""
+
 # Jobs whose worker vanished and whose message is gone too (deleted, dead-lettered): the
 # lease ran out long ago and nothing claimed them since. Send them again, or fail them once
 # they have been started `max_attempts` times.
@@ -222,14 +262,18 @@ class StoreUnavailable(DatabaseUnavailable):
 
 @dataclass(frozen=True, slots=True)
 class ClaimRefused:
-    """Why a job could not be claimed: no row, already ended, or leased to a live attempt."""
+    """Why a job could not be claimed: no row (no status), already ended, or leased to a live
+    attempt."""
 
-    exists: bool
     status: Status | None = None
     lease_left_s: float = 0.0
     leased_by_message: str | None = None
     # Another claim took the row while this one was being made: ask again to see the winner.
     contended: bool = False
+
+    @property
+    def exists(self) -> bool:
+        return self.status is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +418,30 @@ class JobStore:
             )
         return [_claim_result(row, request) for row, request in zip(rows, requests, strict=True)]
 
+    async def take_over(self, limit: int, *, lease_s: float) -> list[Claim]:
+        """Restart up to `limit` jobs whose lease ran out; retry-safe (see _TAKE_OVER)."""
+        tokens = [uuid.uuid4() for _ in range(limit)]
+        async for retry in AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2),
+            stop=stop_after_delay(_CLAIM_RETRY_S),
+            reraise=True,
+        ):
+            with retry:
+                async with self._pooled() as conn:
+                    rows = await conn.fetch(
+                        _TAKE_OVER, tokens, lease_s, timeout=_STATEMENT_TIMEOUT_S
+                    )
+        return [
+            Claim(
+                job_id=row["id"],
+                attempt=row["attempts"],
+                lease=row["lease_token"],
+                request_data=json.loads(row["request_data"]),
+            )
+            for row in rows
+        ]
+
     async def sweep_orphans(
         self, *, orphaned_after_s: float, max_attempts: int
     ) -> list[tuple[uuid.UUID, Status]]:
@@ -492,9 +560,8 @@ def _claim_result(row: Record, request: _ClaimRequest) -> Claim | ClaimRefused:
             request_data=json.loads(row["request_data"]),
         )
     if row["status"] is None:
-        return ClaimRefused(exists=False)
+        return ClaimRefused()
     return ClaimRefused(
-        exists=True,
         status=Status(row["status"]),
         lease_left_s=row["lease_left_s"] or 0.0,
         leased_by_message=row["lease_message_id"],

@@ -13,9 +13,32 @@ from worker.errors import AuthError, ErrorCode, ProviderUnavailable, StreamBroke
 from worker.jobs import Claim, Ending, Outcome
 from worker.llm.events import Answered, ReasoningDelta, Routed, TextDelta, ToolCallDelta
 from worker.runner import JobRunner, Timeouts
+from worker.slots import Slots
 from worker.writer import StreamWriter
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def make_runner(
+    sink: StreamWriter,
+    completer: ScriptedCompleter,
+    *,
+    claims: FakeClaims,
+    first_token_s: float = 5,
+    retries: int = 3,
+    max_attempts: int = 3,
+    slots: Slots | None = None,
+) -> JobRunner:
+    return JobRunner(
+        store=claims,
+        writer=sink,
+        llm=completer,
+        slots=slots or Slots(4, max_parked=4),
+        timeouts=Timeouts(first_token_s=first_token_s, stall_s=5, job_s=30),
+        provider_retries=retries,
+        max_attempts=max_attempts,
+        lease_s=30,
+    )
 
 
 @pytest.fixture
@@ -40,15 +63,7 @@ async def run(
     _, sink = flushes
     completer = ScriptedCompleter(scripts)
     claims = FakeClaims()
-    runner = JobRunner(
-        store=claims,
-        writer=sink,
-        llm=completer,
-        timeouts=Timeouts(first_token_s=5, stall_s=5, job_s=30),
-        provider_retries=retries,
-        max_attempts=max_attempts,
-        lease_s=30,
-    )
+    runner = make_runner(sink, completer, claims=claims, retries=retries, max_attempts=max_attempts)
     claim = Claim(job_id=uuid.uuid4(), attempt=1, lease=uuid.uuid4(), request_data=REQUEST)
     outcome = await runner.run(claim, message_id="m-1")
     return outcome, completer, claims, claim
@@ -114,15 +129,7 @@ async def test_an_invalid_request_fails_without_calling_the_provider(
 ) -> None:
     _, sink = flushes
     completer = ScriptedCompleter([["never"]])
-    runner = JobRunner(
-        store=FakeClaims(),
-        writer=sink,
-        llm=completer,
-        timeouts=Timeouts(first_token_s=5, stall_s=5, job_s=30),
-        provider_retries=3,
-        max_attempts=3,
-        lease_s=30,
-    )
+    runner = make_runner(sink, completer, claims=FakeClaims())
     claim = Claim(job_id=uuid.uuid4(), attempt=1, lease=uuid.uuid4(), request_data={"x": 1})
     outcome = await runner.run(claim, message_id=None)
     assert outcome.ending is Ending.FAILED
@@ -182,15 +189,7 @@ async def test_a_content_filter_stop_fails_the_job_and_keeps_the_text(
 ) -> None:
     store, sink = flushes
     completer = ScriptedCompleter([["Some ", "text"]], finish_reason="content_filter")
-    runner = JobRunner(
-        store=FakeClaims(),
-        writer=sink,
-        llm=completer,
-        timeouts=Timeouts(first_token_s=5, stall_s=5, job_s=30),
-        provider_retries=3,
-        max_attempts=3,
-        lease_s=30,
-    )
+    runner = make_runner(sink, completer, claims=FakeClaims())
     claim = Claim(job_id=uuid.uuid4(), attempt=1, lease=uuid.uuid4(), request_data=REQUEST)
     outcome = await runner.run(claim, message_id=None)
     assert outcome.ending is Ending.FAILED
@@ -225,15 +224,7 @@ async def test_a_thinking_model_slower_than_the_first_token_timeout_is_not_retri
             )
 
     completer = Thinker([[]])
-    runner = JobRunner(
-        store=FakeClaims(),
-        writer=sink,
-        llm=completer,
-        timeouts=Timeouts(first_token_s=0.2, stall_s=5, job_s=30),
-        provider_retries=3,
-        max_attempts=3,
-        lease_s=30,
-    )
+    runner = make_runner(sink, completer, claims=FakeClaims(), first_token_s=0.2)
     claim = Claim(job_id=uuid.uuid4(), attempt=1, lease=uuid.uuid4(), request_data=REQUEST)
     outcome = await runner.run(claim, message_id=None)
     assert outcome.ending is Ending.COMPLETED
