@@ -176,15 +176,15 @@ def _tool_part(state: str) -> dict[str, Any]:
                 "role": "assistant",
                 "parts": [{"type": "file", "mediaType": "image/png", "url": PNG}],
             },
-            "messages.1.parts.0: the assistant message cannot carry a 'file' part",
+            "messages.1.parts.0: the assistant message cannot carry 'file' parts",
         ),
         (
             {"role": "user", "parts": [_tool_part("output-available")]},
-            "messages.1.parts.0: the user message cannot carry a 'tool-weather' part",
+            "messages.1.parts.0: the user message cannot carry 'tool-weather' parts",
         ),
         (
             {"role": "system", "parts": [{"type": "file", "mediaType": "image/png", "url": PNG}]},
-            "messages.1.parts.0: the system message cannot carry a 'file' part",
+            "messages.1.parts.0: the system message cannot carry 'file' parts",
         ),
         (
             {"role": "user", "parts": [{"type": "file", "mediaType": "image/png"}]},
@@ -201,7 +201,7 @@ def _tool_part(state: str) -> dict[str, Any]:
             },
             "messages.1.parts.0: `url` must be an https: or data: URL, not s3:",
         ),
-        ({"role": "user", "parts": [{"type": "video"}]}, "cannot carry a 'video' part"),
+        ({"role": "user", "parts": [{"type": "video"}]}, "cannot carry 'video' parts"),
         ({"role": "tool", "parts": []}, "messages.1.role: an AI SDK UI message's role is one of"),
         ({"role": "user", "parts": "hi"}, "messages.1: `parts` must be a list"),
         (

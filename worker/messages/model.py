@@ -87,7 +87,7 @@ def _user_part(role: str, part: object, where: Where) -> dict[str, Any]:
             raise where.fail("a file part needs a `mediaType`")
         url = _data_as_url(part.get("data"), media_type, where)
         return media_part(url, media_type, optional_str(part, "filename", where), where)
-    raise where.fail(f"the {role} message cannot carry a {kind!r} part")
+    raise where.fail(f"the {role} message cannot carry {kind!r} parts")
 
 
 def _image_url(image: object, media_type: str | None, where: Where) -> str:
@@ -134,7 +134,7 @@ def _assistant(content: list[Any], where: Where) -> Message:
             call_id = text_of(part, "toolCallId", here)
             calls.append(tool_call(call_id, text_of(part, "toolName", here), part.get("input", {})))
         elif kind != "tool-approval-request":  # approvals are the app's business, not the model's
-            raise here.fail(f"the assistant message cannot carry a {kind!r} part")
+            raise here.fail(f"the assistant message cannot carry {kind!r} parts")
     joined = "".join(text)
     message: Message = {"role": "assistant", "content": joined if joined or not calls else None}
     if calls:

@@ -78,7 +78,7 @@ def _user_part(role: str, part: object, where: Where) -> dict[str, Any] | None:
         return None  # the SDK drops reasoning outside assistant messages too
     if kind == "file" and role == "user":
         return _file(part, where)
-    raise where.fail(f"the {role} message cannot carry a {kind!r} part")
+    raise where.fail(f"the {role} message cannot carry {kind!r} parts")
 
 
 def _file(part: dict[str, Any], where: Where) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def _assistant(parts: list[Any], where: Where) -> list[Message]:
         elif kind == "dynamic-tool" or kind.startswith("tool-"):
             _tool(part, kind, step, here)
         elif not (kind in _DROPPED or kind.startswith("data-")):
-            raise here.fail(f"the assistant message cannot carry a {kind!r} part")
+            raise here.fail(f"the assistant message cannot carry {kind!r} parts")
     return messages + step.messages()
 
 
