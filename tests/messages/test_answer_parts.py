@@ -3,12 +3,14 @@ for every accepted AI SDK major, by the SDK's own `validateUIMessages`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.aisdk import validate_ui_parts
 from worker.messages import to_openai
 
-ANSWER_PARTS = [
+ANSWER_PARTS: list[dict[str, Any]] = [
     {"type": "reasoning", "text": "The user wants the weather."},
     {"type": "text", "text": "Let me look."},
     {
