@@ -38,7 +38,11 @@ class Core:
 async def open_core(settings: Settings) -> AsyncIterator[Core]:
     """Store, writer (with its flush task) and runner; closing flushes what is left."""
     catalog = ModelCatalog.load(settings.models_file)
-    llm = Completer(catalog, allow_unlisted=settings.allow_unlisted_models)
+    llm = Completer(
+        catalog,
+        allow_unlisted=settings.allow_unlisted_models,
+        media_url_hosts=settings.media_url_hosts,
+    )
     store = await JobStore.connect(settings.database_url.get_secret_value())
     writer = StreamWriter(
         store,

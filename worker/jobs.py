@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from worker.errors import InvalidRequest, JobError
-from worker.messages import to_openai
+from worker.messages import MediaUrl, convert
 
 
 class Status(StrEnum):
@@ -217,6 +217,8 @@ class JobRequest:
     options: dict[str, Any]
     ignored_options: tuple[str, ...] = ()
     fallback_model: str | None = None
+    # The http(s) media URLs in `messages`, for the LLM edge's no-fetch policy (contract 8).
+    media_urls: tuple[MediaUrl, ...] = ()
 
 
 def parse_request(request_data: object) -> JobRequest:
@@ -234,9 +236,10 @@ def parse_request(request_data: object) -> JobRequest:
         # The legacy form: `modelId` is still looked up in the models file first.
         model = str(parsed.modelId)
         fallback_model = f"{LEGACY_PROVIDER_PREFIXES[str(parsed.provider)]}/{model}"
+    converted = convert(parsed.messages)
     return JobRequest(
         model=model,
-        messages=to_openai(parsed.messages),
+        messages=converted.messages,
         # Only what the job set: a tool's JSON schema keeps its nulls and extra keys.
         options={
             key: value
@@ -245,6 +248,7 @@ def parse_request(request_data: object) -> JobRequest:
         },
         ignored_options=ignored,
         fallback_model=fallback_model,
+        media_urls=converted.media_urls,
     )
 
 

@@ -17,23 +17,36 @@ One input message may become several (a UI assistant message of several steps, a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import InvalidRequest
 from worker.messages import model, openai, ui
-from worker.messages.common import Message, Where
+from worker.messages.common import MediaUrl, Message, Where
 
-__all__ = ["Message", "to_openai"]
+__all__ = ["Converted", "MediaUrl", "Message", "convert", "to_openai"]
 
 
-def to_openai(messages: list[Any]) -> list[Message]:
+@dataclass(frozen=True, slots=True)
+class Converted:
+    messages: list[Message]
+    # Every http(s) image or file URL in them, named by where the job wrote it.
+    media_urls: tuple[MediaUrl, ...]
+
+
+def convert(messages: list[Any]) -> Converted:
     """Every message in OpenAI's chat format; InvalidRequest naming the first bad part."""
     if not messages:
         raise InvalidRequest("invalid request_data: messages: List should have at least 1 item")
     converted: list[Message] = []
+    media: list[MediaUrl] = []
     for index, message in enumerate(messages):
-        converted += _one(message, Where(f"messages.{index}"))
-    return converted
+        converted += _one(message, Where(f"messages.{index}", media))
+    return Converted(converted, tuple(media))
+
+
+def to_openai(messages: list[Any]) -> list[Message]:
+    return convert(messages).messages
 
 
 def _one(message: object, where: Where) -> list[Message]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from worker.errors import InvalidRequest
 
@@ -28,19 +29,35 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 DENIED_TOOL_OUTPUT = "Tool execution denied."  # the AI SDK's own words for a denied call
 
 
+@dataclass(frozen=True, slots=True)
+class MediaUrl:
+    """An http(s) URL a converted message names for an image or a file, and where the job
+    wrote it (`messages.2.parts.1`): whether anyone may fetch it depends on the provider."""
+
+    where: str
+    url: str
+    kind: Literal["image", "file"]
+
+
 class Where:
-    """A path into `request_data` for error messages: `messages.2.parts.1`."""
+    """A path into `request_data` for error messages (`messages.2.parts.1`); the paths of
+    one conversion share the list of media URLs found."""
 
-    __slots__ = ("path",)
+    __slots__ = ("media", "path")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, media: list[MediaUrl]) -> None:
         self.path = path
+        self.media = media
 
     def __truediv__(self, key: str | int) -> Where:
-        return Where(f"{self.path}.{key}")
+        return Where(f"{self.path}.{key}", self.media)
 
     def fail(self, problem: str) -> InvalidRequest:
         return InvalidRequest(f"invalid request_data: {self.path}: {problem}")
+
+    def found(self, url: str, kind: Literal["image", "file"]) -> None:
+        if scheme_of(url) in ("http", "https"):
+            self.media.append(MediaUrl(self.path, url, kind))
 
 
 def kind_of(part: object, where: Where) -> str:
@@ -116,6 +133,7 @@ def media_part(
     check_url(url, where, field="url")
     media_type = media_type or data_url_media_type(url) or ""
     if media_type.startswith("image/"):
+        where.found(url, "image")
         return {"type": "image_url", "image_url": {"url": url}}
     if not media_type:
         raise where.fail("a file needs a `mediaType`")
@@ -123,6 +141,7 @@ def media_part(
     if url.startswith("data:"):
         file["file_data"] = url
     else:
+        where.found(url, "file")
         file["file_id"] = url
         file["format"] = media_type
     if filename:

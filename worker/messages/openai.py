@@ -103,10 +103,8 @@ def _check_part(role: str, part: object, where: Where) -> None:
         text_of(part, "refusal", where)
     elif kind == "image_url":
         image_url = part.get("image_url")
-        if isinstance(image_url, dict):
-            check_url(image_url.get("url"), where, field="image_url.url")
-        else:
-            check_url(image_url, where, field="image_url")
+        url = image_url.get("url") if isinstance(image_url, dict) else image_url
+        where.found(check_url(url, where, field="image_url.url"), "image")
     elif kind == "file":
         _check_file(part, where)
     else:
@@ -127,10 +125,10 @@ def _check_file(part: dict[str, Any], where: Where) -> None:
     if file_data is not None:
         if not file_data.startswith("data:"):
             raise where.fail("`file.file_data` must be a data: URL")
-        check_url(file_data, where, field="file.file_data")
+        check_url(file_data, where, field="file.file_data")  # data: only, never fetched
     if file_id is not None and ("://" in file_id or file_id.lower().startswith("www.")):
         # LiteLLM downloads a file_id that looks like a link; only a real URL can be checked.
-        check_url(file_id, where, field="file.file_id")
+        where.found(check_url(file_id, where, field="file.file_id"), "file")
 
 
 def _check_audio(part: dict[str, Any], where: Where) -> None:
