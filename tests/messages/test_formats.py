@@ -8,7 +8,7 @@ import pytest
 
 from tests.messages.cases import PNG, PNG_BASE64, WEATHER_CALL
 from worker.errors import InvalidRequest
-from worker.messages import to_openai
+from worker.messages import MediaUrl, convert, to_openai
 
 
 def test_a_conversation_may_mix_the_three_formats() -> None:
@@ -74,3 +74,38 @@ def test_a_message_mixing_formats_fails_at_the_first_foreign_part(
 def test_no_messages_is_invalid() -> None:
     with pytest.raises(InvalidRequest, match="at least 1 item"):
         to_openai([])
+
+
+def test_http_media_urls_are_recorded_where_the_job_wrote_them() -> None:
+    converted = convert(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": "https://a.test/x.png"}],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"type": "text", "text": "and"},
+                    {
+                        "type": "file",
+                        "mediaType": "image/png",
+                        "url": PNG,
+                    },  # data: is never fetched
+                    {"type": "file", "mediaType": "application/pdf", "url": "http://b.test/y.pdf"},
+                ],
+            },
+            {"role": "user", "content": [{"type": "image", "image": "https://c.test/z.jpg"}]},
+            {
+                "role": "user",
+                "content": [{"type": "file", "file": {"file_id": "https://d.test/f"}}],
+            },
+            {"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc"}}]},
+        ]
+    )
+    assert converted.media_urls == (
+        MediaUrl("messages.0.content.0", "https://a.test/x.png", "image"),
+        MediaUrl("messages.1.parts.2", "http://b.test/y.pdf", "file"),
+        MediaUrl("messages.2.content.0", "https://c.test/z.jpg", "image"),
+        MediaUrl("messages.3.content.0", "https://d.test/f", "file"),
+    )
