@@ -3,7 +3,9 @@ completer applies that and the media policy to every stream it opens."""
 
 from __future__ import annotations
 
+import asyncio
 import typing
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 import structlog
 from litellm.types.llms import openai as litellm_openai  # noqa: TID251 (the values mirrored)
 
-from worker.errors import InvalidRequest
+from worker.errors import InvalidRequest, JobError
 from worker.jobs import ReasoningEffort, parse_request
 from worker.llm.catalog import ModelCatalog
 from worker.llm.completer import Completer
@@ -58,18 +60,39 @@ def test_an_option_one_deployment_lacks_is_dropped_for_all() -> None:
 
 
 @pytest.fixture
-def completer(tmp_path: Path) -> Completer:
+async def trap() -> AsyncIterator[list[bytes]]:
+    """A local HTTP server that must see no request: it records the first bytes of each."""
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.read(65536))
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    seen.append(str(server.sockets[0].getsockname()[1]).encode())  # the port, first
+    async with server:
+        yield seen
+
+
+@pytest.fixture
+async def completer(tmp_path: Path, trap: list[bytes]) -> AsyncIterator[Completer]:
+    port = trap[0].decode()
     models = tmp_path / "models.yaml"
     models.write_text(
         "model_list:\n"
         "  - model_name: mini\n"
         "    litellm_params: {model: openai/gpt-4o-mini, api_key: sk-test,"
-        " api_base: 'http://127.0.0.1:9/v1'}\n"
+        f" api_base: 'http://127.0.0.1:{port}/v1'}}\n"
         "  - model_name: flash\n"
-        "    litellm_params: {model: gemini/gemini-2.5-flash, api_key: test}\n",
+        "    litellm_params: {model: gemini/gemini-2.5-flash, api_key: test,"
+        f" api_base: 'http://127.0.0.1:{port}'}}\n",
         encoding="utf-8",
     )
-    return Completer(ModelCatalog.load(models), allow_unlisted=False, media_url_hosts=["127.0.0.1"])
+    completer = Completer(
+        ModelCatalog.load(models), allow_unlisted=False, media_url_hosts=["127.0.0.1"]
+    )
+    yield completer
+    await completer.aclose()
 
 
 def _request(**options: Any) -> Any:
@@ -105,6 +128,19 @@ async def test_dropped_options_are_logged_once_per_job(completer: Completer) -> 
     ]
 
 
+async def test_the_trap_sees_a_request_that_is_let_through(
+    completer: Completer, trap: list[bytes]
+) -> None:
+    """The control: an image URL goes to OpenAI as given (the trap plays OpenAI here)."""
+    stream = completer.stream(Target("mini", routed=True), _request())
+    with pytest.raises(JobError):
+        async for _ in stream:
+            pass
+    assert len(trap) == 2
+    assert trap[1].startswith(b"POST /v1/chat/completions")
+    assert b"https://cdn.example.com/a.png" in trap[1]
+
+
 def test_a_media_url_goes_as_given_to_openai_and_is_refused_for_gemini(
     completer: Completer,
 ) -> None:
@@ -119,15 +155,20 @@ def test_a_media_url_goes_as_given_to_openai_and_is_refused_for_gemini(
 
 
 async def test_a_listed_host_with_a_loopback_address_fails_the_stream_before_any_request(
-    completer: Completer,
+    completer: Completer, trap: list[bytes]
 ) -> None:
+    """Neither the image on the trap nor the provider (the trap too) sees a request."""
+    port = trap[0].decode()
     request = parse_request(
         {
             "model": "flash",
             "messages": [
                 {
                     "role": "user",
-                    "content": [{"type": "image_url", "image_url": "http://127.0.0.1:9/a.png"}],
+                    "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {"type": "image_url", "image_url": f"http://127.0.0.1:{port}/a.png"},
+                    ],
                 }
             ],
         }
@@ -135,3 +176,32 @@ async def test_a_listed_host_with_a_loopback_address_fails_the_stream_before_any
     stream = completer.stream(Target("flash", routed=True), request)
     with pytest.raises(InvalidRequest, match="non-public address"):
         await anext(stream)
+    await asyncio.sleep(0.05)
+    assert trap[1:] == []
+
+
+async def test_an_unlisted_host_fails_before_any_request(
+    completer: Completer, trap: list[bytes]
+) -> None:
+    port = trap[0].decode()
+    request = parse_request(
+        {
+            "model": "flash",
+            "messages": [
+                {
+                    "role": "user",
+                    "parts": [
+                        {
+                            "type": "file",
+                            "mediaType": "application/pdf",
+                            "url": f"http://localhost:{port}/a.pdf",
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    with pytest.raises(InvalidRequest, match="on host localhost, not in WORKER_MEDIA_URL_HOSTS"):
+        completer.stream(Target("flash", routed=True), request)
+    await asyncio.sleep(0.05)
+    assert trap[1:] == []

@@ -339,6 +339,21 @@ def test_v7_wrappers_are_v7s_alone() -> None:
             "messages.0.content.0.output: `output` needs a `value`",
         ),
         (
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool-call",
+                        "toolCallId": "ws1",
+                        "toolName": "web_search",
+                        "input": {},
+                        "providerExecuted": True,
+                    }
+                ],
+            },
+            "messages.0.content.0: tool call ws1 was executed by the provider and cannot be sent",
+        ),
+        (
             {"role": "assistant", "content": [{"type": "tool-call", "toolName": "w", "input": {}}]},
             "messages.0.content.0: `toolCallId` must be a string",
         ),

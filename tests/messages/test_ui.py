@@ -164,6 +164,15 @@ def _tool_part(state: str) -> dict[str, Any]:
         ),
         ({"role": "assistant", "parts": [_tool_part("later")]}, "unknown tool state 'later'"),
         (
+            {
+                "role": "assistant",
+                "parts": [
+                    {**_tool_part("output-available"), "providerExecuted": True, "output": 1}
+                ],
+            },
+            "messages.1.parts.0: tool call c1 was executed by the provider and cannot be sent",
+        ),
+        (
             {"role": "assistant", "parts": [{"type": "tool-w", "state": "output-available"}]},
             "messages.1.parts.0: `toolCallId` must be a string",
         ),

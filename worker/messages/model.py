@@ -132,6 +132,10 @@ def _assistant(content: list[Any], where: Where) -> Message:
             reasoning.append((text_of(part, "text", here), metadata_of(part, "providerOptions")))
         elif kind == "tool-call":
             call_id = text_of(part, "toolCallId", here)
+            if part.get("providerExecuted") is True:
+                raise here.fail(
+                    f"tool call {call_id} was executed by the provider and cannot be sent"
+                )
             calls.append(tool_call(call_id, text_of(part, "toolName", here), part.get("input", {})))
         elif kind != "tool-approval-request":  # approvals are the app's business, not the model's
             raise here.fail(f"the assistant message cannot carry {kind!r} parts")

@@ -155,6 +155,9 @@ def _tool(part: dict[str, Any], kind: str, step: _Step, where: Where) -> None:
     name = text_of(part, "toolName", where) if kind == "dynamic-tool" else kind[5:]
     call_id = text_of(part, "toolCallId", where)
     state = part.get("state")
+    if part.get("providerExecuted") is True:
+        # The provider ran it (a web search) and holds its result: chat format cannot say so.
+        raise where.fail(f"tool call {call_id} was executed by the provider and cannot be sent")
     if state == "input-streaming":
         return  # a call still being written: the SDK drops it, so does the worker
     if state in _UNFINISHED:
