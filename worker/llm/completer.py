@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
 import litellm
@@ -23,6 +23,7 @@ from worker.llm.options import keep_supported
 from worker.llm.pricing import Pricing
 from worker.llm.routed import RoutedStreams
 from worker.llm.target import Target
+from worker.messages import MediaUrl
 
 log = structlog.get_logger(__name__)
 # The request whose dropped options were logged, in this job's task: once per job, not per
@@ -63,7 +64,10 @@ class Completer:
     def stream(self, target: Target, request: JobRequest) -> AsyncIterator[StreamEvent]:
         """Raises InvalidRequest for a media URL the worker may not have fetched."""
         request = self._supported(target, request)
-        fetched = self._media.fetched(request.media_urls, providers_for(self._catalog, target))
+        fetched = []
+        if request.media_urls:  # most jobs name none: no provider lookups for them
+            providers = providers_for(self._catalog, target)
+            fetched = self._media.fetched(request.media_urls, providers)
         lean = self._lean.get(target.model) if target.routed else None
         if lean is None:
             events = self._routed.stream(target, request)
@@ -85,12 +89,16 @@ class Completer:
         return dataclasses.replace(request, options=kept)
 
     async def _resolved_first(
-        self, fetched: list[Any], events: AsyncIterator[StreamEvent]
+        self, fetched: list[MediaUrl], events: AsyncIterator[StreamEvent]
     ) -> AsyncIterator[StreamEvent]:
         """Only jobs with a listed media host pay for this layer (and the DNS lookup)."""
-        await self._media.check_addresses(fetched)
-        async for event in events:
-            yield event
+        try:
+            await self._media.check_addresses(fetched)
+            async for event in events:
+                yield event
+        finally:
+            if isinstance(events, AsyncGenerator):  # closing it hangs up on the provider
+                await events.aclose()
 
     def count_tokens(self, target: Target, request: JobRequest, answer: str) -> Usage:
         return self._pricing.count_tokens(target, request.messages, answer)
