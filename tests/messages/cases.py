@@ -124,6 +124,22 @@ CASES = [
         ],
     ),
     Case(
+        "file_audio_wav_data_url",
+        [
+            _user(
+                {"type": "file", "mediaType": "audio/wav", "url": "data:audio/wav;base64,UklGRg=="}
+            )
+        ],
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+                ],
+            }
+        ],
+    ),
+    Case(
         "assistant_text",
         [_assistant({"type": "text", "text": "Hi."})],
         [{"role": "assistant", "content": "Hi."}],

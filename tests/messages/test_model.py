@@ -95,6 +95,11 @@ CASES = [
         _user(_image_url(PNG)),
     ),
     Case(
+        "file_base64_mp3",
+        _user({"type": "file", "data": "SUQz", "mediaType": "audio/mpeg"}),
+        _user({"type": "input_audio", "input_audio": {"data": "SUQz", "format": "mp3"}}),
+    ),
+    Case(
         "file_https_url",
         _user(
             {"type": "file", "data": "https://example.com/a.pdf", "mediaType": "application/pdf"}

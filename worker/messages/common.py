@@ -26,6 +26,7 @@ _IMAGE_SIGNATURES = (
     ("UklGR", "image/webp"),
 )
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+_AUDIO_FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/mpeg": "mp3", "audio/mp3": "mp3"}
 DENIED_TOOL_OUTPUT = "Tool execution denied."  # the AI SDK's own words for a denied call
 
 
@@ -128,8 +129,9 @@ def media_part(
     url: str, media_type: str | None, filename: str | None, where: Where
 ) -> dict[str, Any]:
     """An OpenAI content part for a file the AI SDK names by URL: images as `image_url`,
-    other media types as `file` (`file_data` for a data: URL, `file_id` + `format` for an
-    http(s) URL, LiteLLM's form of a file by reference)."""
+    inline WAV and MP3 as `input_audio`, other media types as `file` (`file_data` for a
+    data: URL, `file_id` + `format` for an http(s) URL, LiteLLM's form of a file by
+    reference)."""
     check_url(url, where, field="url")
     media_type = media_type or data_url_media_type(url) or ""
     if media_type.startswith("image/"):
@@ -137,6 +139,11 @@ def media_part(
         return {"type": "image_url", "image_url": {"url": url}}
     if not media_type:
         raise where.fail("a file needs a `mediaType`")
+    audio_format = _AUDIO_FORMATS.get(media_type)
+    if audio_format is not None and url.startswith("data:") and ";base64," in url:
+        # As the AI SDK's OpenAI provider sends WAV and MP3: OpenAI's own audio part.
+        data = url.split(";base64,", 1)[1]
+        return {"type": "input_audio", "input_audio": {"data": data, "format": audio_format}}
     file: dict[str, Any] = {}
     if url.startswith("data:"):
         file["file_data"] = url
