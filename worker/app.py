@@ -114,7 +114,11 @@ class Core:
 def open_llm(settings: Settings) -> Completer:
     """The models file, validated, behind LiteLLM (ModelsFileError if it is wrong)."""
     catalog = ModelCatalog.load(settings.models_file)
-    return Completer(catalog, allow_unlisted=settings.allow_unlisted_models)
+    return Completer(
+        catalog,
+        allow_unlisted=settings.allow_unlisted_models,
+        media_url_hosts=settings.media_url_hosts,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -33,6 +33,9 @@ class Settings(BaseSettings):
 
     models_file: Path = Path("config/models.yaml")
     allow_unlisted_models: bool = False
+    # Hosts whose media URLs LiteLLM may fetch for providers that need the bytes inline
+    # (contract 8): comma-separated in WORKER_MEDIA_URL_HOSTS, none by default.
+    media_url_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     concurrency: int = Field(16, ge=1, le=10_000)
     metrics_port: int = Field(9100, ge=0, le=65535)
     shutdown_grace_s: float = Field(25.0, ge=0)
@@ -61,3 +64,10 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("media_url_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(host.strip() for host in value.split(",") if host.strip())
+        return value

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import contextvars
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
 import litellm
@@ -15,12 +17,18 @@ from worker.llm.catalog import ModelCatalog, ModelsFileError, provider_of
 from worker.llm.errors import ErrorMapper, Redactor
 from worker.llm.events import Answered, StreamEvent
 from worker.llm.limits import ParallelLimits
+from worker.llm.media import MediaPolicy, providers_for
 from worker.llm.openai_sse import OpenAIStreams, lean_deployments
+from worker.llm.options import keep_supported
 from worker.llm.pricing import Pricing
 from worker.llm.routed import RoutedStreams
 from worker.llm.target import Target
+from worker.messages import MediaUrl
 
 log = structlog.get_logger(__name__)
+# The request whose dropped options were logged, in this job's task: once per job, not per
+# retry or restart.
+_dropped_logged: contextvars.ContextVar[int] = contextvars.ContextVar("dropped_logged", default=0)
 
 
 class Completer:
@@ -30,9 +38,12 @@ class Completer:
     a JobError (worker/errors.py), including one that ends without a finish reason.
     """
 
-    def __init__(self, catalog: ModelCatalog, *, allow_unlisted: bool) -> None:
+    def __init__(
+        self, catalog: ModelCatalog, *, allow_unlisted: bool, media_url_hosts: Iterable[str] = ()
+    ) -> None:
         self._catalog = catalog
         self._allow_unlisted = allow_unlisted
+        self._media = MediaPolicy(media_url_hosts)
         for key, value in catalog.litellm_settings.items():
             setattr(litellm, key, value)
         self._pricing = Pricing(catalog)  # before the Router: see Pricing
@@ -51,10 +62,43 @@ class Completer:
         return self._limits.permit(target)
 
     def stream(self, target: Target, request: JobRequest) -> AsyncIterator[StreamEvent]:
+        """Raises InvalidRequest for a media URL the worker may not have fetched."""
+        request = self._supported(target, request)
+        fetched = []
+        if request.media_urls:  # most jobs name none: no provider lookups for them
+            providers = providers_for(self._catalog, target)
+            fetched = self._media.fetched(request.media_urls, providers)
         lean = self._lean.get(target.model) if target.routed else None
         if lean is None:
-            return self._routed.stream(target, request)
-        return self._openai.stream(lean, target, request)
+            events = self._routed.stream(target, request)
+        else:
+            events = self._openai.stream(lean, target, request)
+        return self._resolved_first(fetched, events) if fetched else events
+
+    def _supported(self, target: Target, request: JobRequest) -> JobRequest:
+        """The request without the options its model's provider does not take."""
+        deployments = [
+            e["litellm_params"]["model"] for e in self._catalog.deployments(target.model)
+        ]
+        kept, dropped = keep_supported(request.options, deployments or [target.model])
+        if not dropped:
+            return request
+        if _dropped_logged.get() != id(request):
+            _dropped_logged.set(id(request))
+            log.warning("options_dropped", options=list(dropped))
+        return dataclasses.replace(request, options=kept)
+
+    async def _resolved_first(
+        self, fetched: list[MediaUrl], events: AsyncIterator[StreamEvent]
+    ) -> AsyncIterator[StreamEvent]:
+        """Only jobs with a listed media host pay for this layer (and the DNS lookup)."""
+        try:
+            await self._media.check_addresses(fetched)
+            async for event in events:
+                yield event
+        finally:
+            if isinstance(events, AsyncGenerator):  # closing it hangs up on the provider
+                await events.aclose()
 
     def count_tokens(self, target: Target, request: JobRequest, answer: str) -> Usage:
         return self._pricing.count_tokens(target, request.messages, answer)
