@@ -70,11 +70,16 @@ class ChunkRenderer(Renderer):
             "created": int(time.time()),
             "model": answer.model,
         }
-        # Each content chunk is prefix + the token's JSON + suffix.
-        self._prefix = b"data: " + json.dumps(self._head, ensure_ascii=False).encode()[:-1]
-        self._prefix += b', "choices": [{"index": 0, "delta": {"content": '
+        # Each content chunk is prefix + the token's JSON + suffix; reasoning and argument
+        # pieces, as frequent in rich answers, are templated the same way around their delta.
+        self._delta_prefix = b"data: " + json.dumps(self._head, ensure_ascii=False).encode()[:-1]
+        self._delta_prefix += b', "choices": [{"index": 0, "delta": '
+        self._prefix = self._delta_prefix + b'{"content": '
         extra = json.dumps(self._extra).encode()[1:-1]
-        self._suffix = b'}, "finish_reason": null' + (b", " + extra if extra else b"") + b"}]}\n\n"
+        self._choice_suffix = b', "finish_reason": null' + (b", " + extra if extra else b"")
+        self._choice_suffix += b"}]}\n\n"
+        self._suffix = b"}" + self._choice_suffix
+        self._reasoning_key = b'{"' + answer.reasoning_field.encode() + b'": '
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return sse({**self._head, "choices": choices, **extra})
@@ -91,7 +96,18 @@ class ChunkRenderer(Renderer):
                 TOKEN_JSON.get(event.text) or json.dumps(event.text, ensure_ascii=False).encode()
             )
             return self._prefix + token + self._suffix
-        return self._chunk([self._choice(_delta(event, self._answer.reasoning_field), None)])
+        if isinstance(event, Reasoning):
+            delta = self._reasoning_key + _json(event.text) + b"}"
+        elif isinstance(event, Refusal):
+            delta = b'{"refusal": ' + _json(event.text) + b"}"
+        elif isinstance(event, ToolArguments):
+            head = b'{"tool_calls": [{"index": %d, "function": {"arguments": ' % event.index
+            delta = head + _json(event.piece) + b"}}]}"
+        elif isinstance(event, ToolCallStart):
+            return self._chunk([self._choice(_tool_call_start(event), None)])
+        else:
+            raise TypeError(f"no OpenAI rendering for {event!r}")
+        return self._delta_prefix + delta + self._choice_suffix
 
     def _finish_choice(self) -> dict[str, Any]:
         return self._choice({}, self._answer.finish)
@@ -103,21 +119,15 @@ class ChunkRenderer(Renderer):
         return [*events, _DONE]
 
 
-def _delta(event: Event, reasoning_field: str) -> dict[str, Any]:
-    """The delta of a rich event: reasoning, refusal or a tool call's fragment."""
-    if isinstance(event, Reasoning):
-        return {reasoning_field: event.text}
-    if isinstance(event, Refusal):
-        return {"refusal": event.text}
-    if isinstance(event, ToolCallStart):
-        call = event.call
-        function = {"name": call.name, "arguments": ""}
-        return {"tool_calls": [
-            {"index": event.index, "id": call.id, "type": "function", "function": function}
-        ]}  # fmt: skip
-    if isinstance(event, ToolArguments):
-        return {"tool_calls": [{"index": event.index, "function": {"arguments": event.piece}}]}
-    raise TypeError(f"no OpenAI rendering for {event!r}")
+def _json(text: str) -> bytes:
+    return TOKEN_JSON.get(text) or json.dumps(text, ensure_ascii=False).encode()
+
+
+def _tool_call_start(event: ToolCallStart) -> dict[str, Any]:
+    """A tool call's first fragment: its id and name, and empty arguments, as OpenAI sends."""
+    function = {"name": event.call.name, "arguments": ""}
+    call = {"index": event.index, "id": event.call.id, "type": "function", "function": function}
+    return {"tool_calls": [call]}
 
 
 def usage(answer: Answer) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from simulator import (
     redacted_data,
     thought_signature,
 )
-from simulator.answers import Message
+from simulator.answers import Answer, Message, Reasoning, Refusal, Text, ToolArguments
+from simulator.openai import ChunkRenderer
 from simulator.rich import Tool, argument_pieces
 from simulator.script import DirectiveError, parse_directive
 
@@ -393,3 +394,24 @@ def test_argument_pieces_cover_the_arguments_in_near_equal_parts() -> None:
     assert argument_pieces('{"a": 1}', 3) == ['{"', 'a":', " 1}"]
     assert argument_pieces("{}", 5) == ["{", "}"]
     assert expected_tool_calls(user("[[sim tools=1]]"), [Tool("t")])[0].name == "t"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [Reasoning("日本語🚀"), Refusal(" no"), ToolArguments(2, '{"a": "ü'), Text(" Ωmega")],
+)
+def test_templated_chunks_are_the_bytes_json_would_write(event: Any) -> None:
+    """The byte templates of frequent pieces equal the plain JSON rendering of their delta."""
+    answer = Answer(model="m", events=(event,), finish="stop", prompt_tokens=1)
+    renderer = ChunkRenderer(
+        answer, include_usage=False, choice_extra={"content_filter_results": {}}
+    )
+    if isinstance(event, Reasoning):
+        delta: dict[str, Any] = {"reasoning_content": event.text}
+    elif isinstance(event, Refusal):
+        delta = {"refusal": event.text}
+    elif isinstance(event, ToolArguments):
+        delta = {"tool_calls": [{"index": 2, "function": {"arguments": event.piece}}]}
+    else:
+        delta = {"content": event.text}
+    assert renderer.event(event) == renderer._chunk([renderer._choice(delta, None)])
