@@ -9,11 +9,14 @@ One language for every provider's route. Keys and meanings (defaults in brackets
 - `code=S`: the error's code in that format (OpenAI `error.code`, Gemini `error.status`,
   Bedrock's error type) [the provider's usual one for the status].
 - `retry_after=F`: with `status=429`, the `Retry-After` header (Gemini: also `retryDelay`) [1].
-- `drop_after=N`: cut the connection after N content chunks (0: before any text).
-- `stall_after=N`: go silent after N content chunks for `stall_s=F` seconds [3600], then cut.
+- `drop_after=N`: cut the connection after N content chunks (0: before any text); in a
+  rich answer every reasoning, refusal or tool-call chunk counts as one.
+- `stall_after=N`: go silent after N content chunks (counted alike) for `stall_s=F`
+  seconds [3600], then cut.
 - `times=N`: the fault (`status`, `drop_after`, `stall_after`) strikes only the first N
   requests for this conversation; later ones are answered [every request].
-- `split=1`: write each content chunk in two pieces cut inside a multi-byte character.
+- `split=1`: write each content (or reasoning, refusal) chunk in two pieces cut inside a
+  multi-byte character.
 - `only=P` (`openai`, `azure`, `gemini`, `bedrock`): the fault applies to that provider's
   route only; the others answer normally (for fallback tests). Pacing keys apply everywhere.
 

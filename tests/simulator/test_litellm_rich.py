@@ -285,3 +285,28 @@ async def test_cached_prompt_tokens_reach_the_usage(sim: Simulator, provider: st
 def test_redacted_data_is_claude_style_base64_text() -> None:
     data = redacted_data(messages("x"))
     assert base64.b64decode(data, validate=True)[:1] == b"\x12"
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure", "gemini", "bedrock"])
+async def test_the_router_path_reads_reasoning_and_tool_calls_alike(
+    sim: Simulator, provider: str
+) -> None:
+    """The same answers through a LiteLLM Router deployment, as the worker's models file has."""
+    router = litellm.Router(
+        model_list=[{"model_name": "house", "litellm_params": route(sim, provider)}],
+        num_retries=0,
+    )
+    style = " reasoning_style=reasoning_content" if provider in {"azure", "gemini"} else ""
+    prompt = f"Route me [[sim reasoning=3 tools=1 tokens=2{style}]]"
+    response = await router.acompletion(
+        model="house", messages=messages(prompt), stream=True, tools=TOOLS,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = [chunk async for chunk in response]
+    assert joined(chunks, "reasoning_content") == expected_reasoning(messages(prompt), 3)
+    assert joined(chunks, "content") == answer_text(messages(prompt), 2)
+    (call,) = assembled_calls(chunks)
+    (expected,) = as_dicts(prompt, provider)
+    assert (call["name"], call["arguments"]) == (expected["name"], expected["arguments"])
+    assert call["id"].startswith(expected["id"])
+    assert finish(chunks) == "tool_calls"

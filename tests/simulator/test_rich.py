@@ -415,3 +415,15 @@ def test_templated_chunks_are_the_bytes_json_would_write(event: Any) -> None:
     else:
         delta = {"content": event.text}
     assert renderer.event(event) == renderer._chunk([renderer._choice(delta, None)])
+
+
+async def test_faults_count_rich_chunks_and_split_cuts_reasoning_too(sim: Simulator) -> None:
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await openai_chunks(sim, "Cut [[sim reasoning=5 drop_after=2]]")
+    dropped = sim.requests(prompt="Cut [[sim reasoning=5 drop_after=2]]")[-1]
+    assert dropped.outcome == "dropped"
+    prompt = "Split [[sim reasoning=3 split=1]]"
+    chunks = await openai_chunks(sim, prompt)
+    assert "".join(d.get("reasoning_content", "") for d in deltas(chunks)) == expected_reasoning(
+        user(prompt), 3
+    )
