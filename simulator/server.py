@@ -74,9 +74,7 @@ def _directive(chat: ChatRequest, provider: str, log: RequestLog, key: str) -> D
 def _plan(
     config: SimulatorConfig, fmt: WireFormat, chat: ChatRequest, directive: Directive
 ) -> Plan:
-    count = config.tokens if directive.tokens is None else directive.tokens
-    if directive.is_rich:
-        count = text_token_count(directive, config.tokens)
+    count = text_token_count(directive, config.tokens)
     tokens = answer_tokens(chat.conversation, count, ending=config.answer_ending)
     truncated = chat.max_tokens is not None and chat.max_tokens < count
     tps = config.tokens_per_s if directive.tps is None else directive.tps
@@ -126,6 +124,7 @@ async def _answer(request: web.Request, fmt: WireFormat) -> web.StreamResponse:
         if (refused := fmt.refusal(request)) is not None:
             return _failed(record, refused)
         directive = _directive(chat, fmt.provider, log, record["fingerprint"])
+        # Planned here so that tool calls the request's tools cannot make are a 400 too.
         plan = _plan(config, fmt, chat, directive)
     except (RequestError, DirectiveError) as error:
         return _failed(record, fmt.error(400, str(error)))

@@ -108,8 +108,11 @@ async def _send_events(
         await resp.write(opening)
     loop = asyncio.get_running_loop()
     start = loop.time() + plan.ttft_s
-    # Wall clock, for benchmarks: content chunk k is due at started_at + ttft + k / tps.
+    # Wall clock, for benchmarks: content chunk k is due at started_at + ttft + k / tps
+    # (answers that think: reasoning spread over think_s, the rest think_s later).
     record["started_at"] = time.time()
+    if plan.think_s:
+        record["think_s"], record["think_count"] = plan.think_s, plan.think_count
     interval = plan.interval_s
     think_count = plan.think_count
     think_gap = plan.think_s / think_count if think_count else 0.0
