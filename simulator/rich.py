@@ -63,7 +63,8 @@ class Shape:
 
 @dataclass(frozen=True)
 class RichPlan:
-    """A rich answer and how many of its first events are the reasoning paced over think_s."""
+    """A rich answer and how many of its first events (reasoning, redacted or not) are paced
+    over the thinking time."""
 
     answer: Answer
     think_count: int
@@ -283,6 +284,7 @@ def rich_answer(
     if directive.filter_after is not None:
         events = events[: directive.filter_after]
     shown = sum(isinstance(event, Reasoning) for event in events)
+    thinking = sum(isinstance(event, Reasoning | RedactedReasoning) for event in events)
     answer = Answer(
         model=model,
         events=tuple(events),
@@ -294,4 +296,4 @@ def rich_answer(
         filter_reason=directive.filter,
         reasoning_field=shape.reasoning_field,
     )
-    return RichPlan(answer, think_count=shown if directive.think_s else 0)
+    return RichPlan(answer, think_count=thinking if directive.think_s else 0)
