@@ -184,7 +184,10 @@ def expected_tool_calls(
 ) -> list[ToolCall]:
     """The tool calls the simulator answers a conversation with, per its `tools=` directive.
 
-    `tools` is the request's tools as `Tool` values, names, or OpenAI `tools` dicts.
+    `messages` is the conversation as OpenAI messages (a Gemini or Bedrock request's in the
+    same roles and texts, system first); `tools` the request's tools as `Tool` values, names
+    or OpenAI `tools` dicts (only the schema's properties matter); `provider` picks the id
+    style (`call_…`, Bedrock `tooluse_…`, Gemini bare hex).
     """
     conversation = as_conversation(messages)
     directive = parse_directive(last_user_text(conversation))
