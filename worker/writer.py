@@ -163,6 +163,7 @@ class StreamWriter:
         self._buffers: dict[uuid.UUID, JobBuffer] = {}
         self._wake = asyncio.Event()
         self._closing = False
+        self._stopped = False
 
     def open(self, claim: Claim) -> JobBuffer:
         buffer = JobBuffer(claim=claim, max_chars=self._max_chars, wake_writer=self._wake.set)
@@ -174,6 +175,8 @@ class StreamWriter:
         assert outcome.ending.row_status is not None, "a lost attempt writes nothing"
         if buffer.refusal is not None:
             return buffer.refusal
+        if self._stopped:
+            raise StoreUnavailable("the writer has stopped")
         buffer.outcome = outcome
         buffer.finished = asyncio.get_running_loop().create_future()
         return await asyncio.shield(buffer.finished)
@@ -194,16 +197,23 @@ class StreamWriter:
         """
         loop = asyncio.get_running_loop()
         beat = loop.time()
-        while True:
-            beat = max(beat + self._interval_s, loop.time())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(beat):
-                    await self._wake.wait()
-            self._wake.clear()
-            closing = self._closing
-            await self.flush()
-            if closing:
-                return
+        try:
+            while True:
+                beat = max(beat + self._interval_s, loop.time())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(beat):
+                        await self._wake.wait()
+                self._wake.clear()
+                closing = self._closing
+                await self.flush()
+                if closing:
+                    return
+        finally:
+            # Nothing will commit a job's last write any more: its waiter must not wait on.
+            self._stopped = True
+            for buffer in self._buffers.values():
+                if buffer.finished is not None and not buffer.finished.done():
+                    buffer.finished.set_exception(StoreUnavailable("the writer has stopped"))
 
     def close(self) -> None:
         self._closing = True
@@ -310,8 +320,13 @@ class StreamWriter:
                 buffer.finished.set_result(result)
 
     async def _retrying(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Retry the very same write until it commits: the fencing makes that exactly-once.
+
+        Any error, not only a lost connection: the writer is the one task every job's text
+        goes through, and a writer that died would leave every job waiting for its commit.
+        """
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(StoreUnavailable),
+            retry=retry_if_exception_type(Exception),
             wait=wait_exponential_jitter(multiplier=0.1, max=5),
             before_sleep=_log_store_retry,
             reraise=True,
@@ -323,4 +338,7 @@ class StreamWriter:
 
 def _log_store_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
-    log.warning("store_unavailable", retry=state.attempt_number, error=str(error))
+    if isinstance(error, StoreUnavailable):
+        log.warning("store_unavailable", retry=state.attempt_number, error=str(error))
+    else:
+        log.error("flush_error", retry=state.attempt_number, exc_info=error)
