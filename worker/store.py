@@ -1,7 +1,9 @@
-"""The worker's statements: the schema, claims, the batched and fenced writes, the sweeps.
+"""The worker's store: migrations, claims and takeovers, the batched and fenced flushes, the
+sweeps, and the values they exchange with the core.
 
-Connections come from `worker/postgres.py`, the PostgreSQL edge; the app-side queries live
-with the client (`worker/client/queries.py`).
+The statements are in `worker/sql.py`, the schema in `worker/schema.py`; connections come
+from `worker/postgres.py`, the PostgreSQL edge; the app-side queries live with the client
+(`worker/client/queries.py`).
 """
 
 from __future__ import annotations
