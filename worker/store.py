@@ -186,12 +186,7 @@ class JobStore:
         return result
 
     async def _claim_retrying(self, request: _ClaimRequest) -> Claim | ClaimRefused:
-        async for retry in AsyncRetrying(
-            retry=retry_if_exception_type(StoreUnavailable),
-            wait=wait_exponential_jitter(multiplier=0.1, max=2),
-            stop=stop_after_delay(_CLAIM_RETRY_S),
-            reraise=True,
-        ):
+        async for retry in _claim_retries():
             with retry:
                 return await self._claims.submit(request)
         raise AssertionError("unreachable: AsyncRetrying reraises the last error")
@@ -212,12 +207,7 @@ class JobStore:
     async def take_over(self, limit: int, *, lease_s: float) -> list[Claim]:
         """Restart up to `limit` jobs whose lease ran out; retry-safe (see sql.TAKE_OVER)."""
         tokens = [uuid.uuid4() for _ in range(limit)]
-        async for retry in AsyncRetrying(
-            retry=retry_if_exception_type(StoreUnavailable),
-            wait=wait_exponential_jitter(multiplier=0.1, max=2),
-            stop=stop_after_delay(_CLAIM_RETRY_S),
-            reraise=True,
-        ):
+        async for retry in _claim_retries():
             with retry:
                 async with self._pooled() as conn:
                     rows = await conn.fetch(
@@ -323,6 +313,16 @@ class JobStore:
             if conn is not None:
                 conn.terminate()
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _claim_retries() -> AsyncRetrying:
+    """Claims and takeovers are retry-safe: they retry across lost connections for a while."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(StoreUnavailable),
+        wait=wait_exponential_jitter(multiplier=0.1, max=2),
+        stop=stop_after_delay(_CLAIM_RETRY_S),
+        reraise=True,
+    )
 
 
 @contextlib.contextmanager

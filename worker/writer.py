@@ -88,23 +88,48 @@ class JobBuffer:
     def tail(self) -> FlushItem:
         """Everything not yet committed, as the next delta and a refresh of the row's text:
         how a job the app cancelled catches up as it stops."""
+        delta, reasoning = self.take_pending()
+        return self.item(delta, reasoning, refreshing=True)
+
+    def take_pending(self) -> tuple[str, str | None]:
+        """The text and reasoning appended since the last flush took them."""
         delta, reasoning = "".join(self.pending), "".join(self.pending_reasoning) or None
-        new = bool(delta or reasoning)
+        self.pending, self.pending_reasoning = [], []
+        self.pending_chars, self.pending_since = 0, None
+        return delta, reasoning
+
+    def item(
+        self,
+        delta: str,
+        reasoning: str | None,
+        *,
+        refreshing: bool,
+        outcome: Outcome | None = None,
+        status: Status | None = None,
+        renew: bool = False,
+    ) -> FlushItem:
+        """The next flush's share for this job: its new text as delta `seq + 1`, and, when
+        `refreshing`, everything the row's text does not hold yet."""
+        refresh = refresh_reasoning = None
+        if refreshing:
+            refresh = "".join(self.unrefreshed) + delta
+            refresh_reasoning = "".join(self.unrefreshed_reasoning) + (reasoning or "") or None
+        error = None if outcome is None else outcome.error
         return FlushItem(
             job_id=self.claim.job_id,
             lease=self.claim.lease,
             attempt=self.claim.attempt,
-            seq=self.seq + 1 if new else self.seq,
+            seq=self.seq + 1 if delta or reasoning else self.seq,
             delta=delta,
             reasoning=reasoning,
-            refresh="".join(self.unrefreshed) + delta,
-            refresh_reasoning="".join(self.unrefreshed_reasoning) + (reasoning or ""),
+            refresh=refresh,
+            refresh_reasoning=refresh_reasoning,
             refresh_from=self.content_seq,
-            status=None,
-            response_data=None,
-            error_code=None,
-            error_message=None,
-            renew=False,
+            status=status,
+            response_data=None if outcome is None else outcome.response_data,
+            error_code=None if error is None else error.code.value,
+            error_message=None if error is None else error.message,
+            renew=renew,
         )
 
     @contextlib.asynccontextmanager
@@ -246,39 +271,22 @@ class StreamWriter:
         )
 
     def _take(self, buffer: JobBuffer, now: float) -> _Taken:
-        delta = "".join(buffer.pending)
-        reasoning = "".join(buffer.pending_reasoning) or None
-        new = bool(delta or reasoning)
         text_since = buffer.pending_since
+        delta, reasoning = buffer.take_pending()
+        new = bool(delta or reasoning)
         if new and buffer.unrefreshed_since is None:
             buffer.unrefreshed_since = text_since
         outcome = buffer.outcome
         status = outcome.ending.row_status if outcome is not None else None
         if status is None and new and not buffer.streaming:
             status = Status.STREAMING  # the first token of any kind shows with the first flush
-        refresh = refresh_reasoning = None
-        if outcome is not None or self._refresh_due(buffer, now):
-            refresh = "".join(buffer.unrefreshed) + delta
-            refresh_reasoning = "".join(buffer.unrefreshed_reasoning) + (reasoning or "") or None
-        renew = now - buffer.last_renewed >= self._lease_s / 3
-        buffer.pending, buffer.pending_reasoning = [], []
-        buffer.pending_chars, buffer.pending_since = 0, None
-        error = None if outcome is None else outcome.error
-        item = FlushItem(
-            job_id=buffer.claim.job_id,
-            lease=buffer.claim.lease,
-            attempt=buffer.claim.attempt,
-            seq=buffer.seq + 1 if new else buffer.seq,
-            delta=delta,
-            reasoning=reasoning,
-            refresh=refresh,
-            refresh_reasoning=refresh_reasoning,
-            refresh_from=buffer.content_seq,
+        item = buffer.item(
+            delta,
+            reasoning,
+            refreshing=outcome is not None or self._refresh_due(buffer, now),
+            outcome=outcome,
             status=status,
-            response_data=None if outcome is None else outcome.response_data,
-            error_code=None if error is None else error.code.value,
-            error_message=None if error is None else error.message,
-            renew=renew,
+            renew=now - buffer.last_renewed >= self._lease_s / 3,
         )
         return _Taken(buffer=buffer, item=item, text_since=text_since)
 
