@@ -6,10 +6,12 @@ import json
 import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
 import pytest
+import yaml
 
 from simulator import answer_text
 from tests.conftest import (
@@ -343,3 +345,44 @@ async def test_no_secret_reaches_the_logs_or_the_row(
             secret,
         )
         assert stored == 0
+
+
+async def test_a_models_own_timeouts_override_the_workers(
+    db: asyncpg.Connection,
+    submit: Any,
+    simulator_url: str,
+    start_worker: StartWorker,
+    tmp_path: Path,
+) -> None:
+    base = {"api_base": f"{simulator_url}/v1", "api_key": "os.environ/SIM_API_KEY"}
+    models = tmp_path / "models.yaml"
+    entries = {
+        "impatient": {"stream_timeout": 1},
+        "brief": {"timeout": 2},
+        "patient": {"stream_timeout": 8},
+    }
+    model_list = [
+        {"model_name": name, "litellm_params": {"model": "openai/sim-model", **limits, **base}}
+        for name, limits in entries.items()
+    ]
+    models.write_text(yaml.safe_dump({"model_list": model_list}))
+    silent = await submit(chat(f"Slow start {uuid.uuid4()} [[sim ttft=4]]", model="impatient"))
+    long = await submit(chat(f"Long {uuid.uuid4()} [[sim tokens=200 tps=20]]", model="brief"))
+    thinker = f"Thinks first {uuid.uuid4()} [[sim ttft=4]]"
+    waited = await submit(chat(thinker, model="patient"))
+    # The worker's own limits would have failed `patient` (first token 3 s) and let the
+    # others run on: the models file decides for its models.
+    worker = start_worker(
+        "--drain", WORKER_MODELS_FILE=str(models), WORKER_FIRST_TOKEN_TIMEOUT_S="3"
+    )
+    assert await worker.wait(timeout_s=90) == 1, worker.output
+
+    first = await row(db, silent)
+    assert (first["status"], first["error_code"]) == ("failed", "timeout")
+    assert "no first token within 1 s" in first["error_message"]
+    second = await row(db, long)
+    assert (second["status"], second["error_code"]) == ("failed", "timeout")
+    assert "longer than 2 s" in second["error_message"]
+    third = await row(db, waited)
+    assert third["status"] == "completed"
+    assert requests_for(simulator_url, thinker) == 1
