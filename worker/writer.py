@@ -29,6 +29,10 @@ T = TypeVar("T")
 
 # How often a job without new text is looked at anyway (contract: cancel noticed within 2 s).
 IDLE_CHECK_S = 1.0
+# A job's first text is flushed this soon after it arrives (gathering other jobs' first text
+# meanwhile), and such early flushes are at least this far apart: at most 20 a second.
+FIRST_TEXT_COALESCE_S = 0.005
+FIRST_TEXT_GAP_S = 0.05
 
 
 class JobStopped(Exception):
@@ -47,6 +51,7 @@ class JobBuffer:
     claim: Claim
     max_chars: int
     wake_writer: Callable[[], None]
+    first_text: Callable[[], None]
     seq: int = 0  # the last delta committed
     content_seq: int = 0  # the last delta whose text and reasoning the row holds
     pending: list[str] = field(default_factory=list)
@@ -80,6 +85,8 @@ class JobBuffer:
     def _add(self, pending: list[str], text: str) -> None:
         if self.pending_since is None:
             self.pending_since = time.monotonic()
+            if self.seq == 0:
+                self.first_text()  # the first words are what a chat user waits for
         pending.append(text)
         self.pending_chars += len(text)
         if self.pending_chars >= self.max_chars:
@@ -189,9 +196,16 @@ class StreamWriter:
         self._wake = asyncio.Event()
         self._closing = False
         self._stopped = False
+        self._early = False
+        self._flushed_at = 0.0
 
     def open(self, claim: Claim) -> JobBuffer:
-        buffer = JobBuffer(claim=claim, max_chars=self._max_chars, wake_writer=self._wake.set)
+        buffer = JobBuffer(
+            claim=claim,
+            max_chars=self._max_chars,
+            wake_writer=self._wake.set,
+            first_text=self._first_text_arrived,
+        )
         self._buffers[claim.lease] = buffer
         return buffer
 
@@ -221,18 +235,27 @@ class StreamWriter:
         waits at most one interval plus one commit, however long the commits take.
         """
         loop = asyncio.get_running_loop()
-        beat = loop.time()
+        beat = loop.time() + self._interval_s
         try:
             while True:
-                beat = max(beat + self._interval_s, loop.time())
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(beat):
                         await self._wake.wait()
                 self._wake.clear()
+                if self._early and not self._closing:
+                    # A job's first text: flush it soon rather than at the next beat, but
+                    # at most once per FIRST_TEXT_GAP_S, so that many jobs starting at
+                    # once share their early flushes.
+                    gap = self._flushed_at + FIRST_TEXT_GAP_S - loop.time()
+                    await asyncio.sleep(max(FIRST_TEXT_COALESCE_S, gap))
+                self._early = False
                 closing = self._closing
+                self._flushed_at = loop.time()
                 await self.flush()
                 if closing:
                     return
+                if loop.time() >= beat:  # only a beat moves the beat: early flushes are extra
+                    beat = max(beat + self._interval_s, loop.time())
         finally:
             # Nothing will commit a job's last write any more: its waiter must not wait on.
             self._stopped = True
@@ -242,6 +265,10 @@ class StreamWriter:
 
     def close(self) -> None:
         self._closing = True
+        self._wake.set()
+
+    def _first_text_arrived(self) -> None:
+        self._early = True
         self._wake.set()
 
     async def flush(self) -> None:

@@ -224,3 +224,25 @@ async def test_a_stopped_writer_releases_every_job_waiting_for_its_commit() -> N
         await asyncio.wait_for(ending, timeout=1)
     with pytest.raises(StoreUnavailable):
         await sink.finish(sink.open(claim_for(uuid.uuid4())), Outcome(Ending.COMPLETED))
+
+
+async def test_a_jobs_first_words_are_flushed_at_once_taking_the_others_text_along() -> None:
+    store = FakeFlushes()
+    sink = writer(store, interval_s=3600)  # the beat never comes during this test
+    running = asyncio.create_task(sink.run())
+    first = sink.open(claim_for(uuid.uuid4()))
+    first.append("Hello")
+    async with asyncio.timeout(1):
+        await store.written.wait()
+    store.written.clear()
+    first.append(" again")  # not a first token any more: it waits for the beat
+    second = sink.open(claim_for(uuid.uuid4()))
+    second.append("Hi")  # another job's first words: flushed early, with the other's text
+    async with asyncio.timeout(1):
+        await store.written.wait()
+    sink.close()
+    await running
+    assert [[item.delta for item in batch] for batch in store.batches[:2]] == [
+        ["Hello"],
+        [" again", "Hi"],
+    ]
