@@ -249,38 +249,3 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
         [str(promtool), "check", "config", str(local)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def ecs_task() -> dict[str, Any]:
-    task: dict[str, Any] = json.loads((REPO / "config/ecs/task-definition.json").read_text())
-    return task
-
-
-def test_ecs_task_stops_after_the_grace_period_and_checks_health() -> None:
-    task = ecs_task()
-    [container] = task["containerDefinitions"]
-    env = {item["name"]: item["value"] for item in container["environment"]}
-    grace_s = float(env.get("WORKER_SHUTDOWN_GRACE_S", "25"))
-    assert grace_s == 25
-    assert container["stopTimeout"] > grace_s
-    assert "/healthz" in " ".join(container["healthCheck"]["command"])
-    assert container["logConfiguration"]["logDriver"] == "awslogs"
-    assert (task["cpu"], task["memory"]) == ("1024", "2048")
-
-
-def test_ecs_task_takes_secrets_from_secrets_manager_never_in_plaintext() -> None:
-    [container] = ecs_task()["containerDefinitions"]
-    secrets = {item["name"]: item["valueFrom"] for item in container["secrets"]}
-    assert "DATABASE_URL" in secrets
-    assert "OPENAI_API_KEY" in secrets
-    assert all(arn.startswith("arn:aws:secretsmanager:") for arn in secrets.values())
-    plaintext = [item["name"] for item in container["environment"]]
-    assert not [name for name in plaintext if SECRET_NAME.search(name)]
-
-
-def test_ecs_service_runs_the_task_family_without_inbound_traffic() -> None:
-    service = json.loads((REPO / "config/ecs/service.json").read_text())
-    assert service["taskDefinition"] == ecs_task()["family"]
-    assert "loadBalancers" not in service
-    assert service["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"] == "DISABLED"
-    assert service["deploymentConfiguration"]["deploymentCircuitBreaker"]["rollback"] is True
