@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.deploy.docker import Containers, docker, inspect, script
+from tests.deploy.docker import Containers, docker, drop_replaced, image_id, inspect, script
 from tests.support import REPO
 
 IMAGE = "streaming-worker:test"
@@ -31,6 +31,7 @@ def base_image(docker_engine: None) -> str:
 @pytest.fixture(scope="session")
 def image(base_image: str) -> str:
     """The project's Dockerfile built as `make image` builds it, on `base_image`."""
+    previous = image_id(IMAGE)
     started = time.monotonic()
     docker(
         "build",
@@ -44,6 +45,7 @@ def image(base_image: str) -> str:
         timeout_s=900,
     )
     build_s = time.monotonic() - started
+    drop_replaced(IMAGE, previous)
     size = inspect(IMAGE)["Size"]
     base_size = inspect(base_image)["Size"]
     report = {

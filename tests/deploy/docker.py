@@ -38,6 +38,24 @@ def script(name: str, timeout_s: float = 600) -> str:
     return result.stdout.strip()
 
 
+def image_id(name: str) -> str | None:
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", name],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def drop_replaced(name: str, previous: str | None) -> None:
+    """Remove the image `name` pointed to before a rebuild, so reruns do not fill the disk
+    (it stays if a container or another tag still uses it)."""
+    if previous is not None and previous != image_id(name):
+        docker("rmi", previous, check=False)
+
+
 def inspect(name: str) -> dict[str, Any]:
     [data] = json.loads(docker("inspect", name))
     return dict(data)

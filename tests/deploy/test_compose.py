@@ -27,7 +27,7 @@ import asyncpg  # noqa: TID251 (the tests read rows as the app's clients do)
 import boto3
 import pytest
 
-from tests.deploy.docker import Container, script
+from tests.deploy.docker import Container, drop_replaced, image_id, script
 from tests.support import REPO, eventually, free_port
 from tests.test_observability import get
 from worker.simulator import answer_text
@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
 
 FILES = ["-f", "docker-compose.yml", "-f", "tests/deploy/compose.stand-ins.yml"]
 QUEUE = "000000000000/streaming-jobs"
+IMAGE = "streaming-worker:compose-test"  # the override's tag for the project's image
 
 
 @dataclass
@@ -101,6 +102,7 @@ def stack() -> Iterator[Stack]:
         ports["ELASTICMQ"],
         ports["PROMETHEUS"],
     )
+    previous = image_id(IMAGE)
     started = time.monotonic()
     try:
         # `up` itself waits for each service's dependencies to be healthy (or, for migrate,
@@ -110,7 +112,11 @@ def stack() -> Iterator[Stack]:
         print(f"\ncompose_up {json.dumps({'project': stack.project, 'up_s': up_s})}")
         yield stack
     finally:
+        # Killed first: the graceful stop was tested; a worker still streaming would take
+        # its whole grace to hand its jobs back again.
+        stack.compose("kill", timeout_s=120)
         stack.compose("down", "--volumes", "--remove-orphans", timeout_s=180)
+        drop_replaced(IMAGE, previous)
 
 
 @pytest.fixture
