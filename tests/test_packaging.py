@@ -249,3 +249,25 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
         [str(promtool), "check", "config", str(local)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_installed_environment_is_the_lock_file() -> None:
+    """`make install` installs with `-c constraints.txt`: every package here is pinned there."""
+    from importlib.metadata import distributions
+
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[_normalize(name)] = version
+    installed = {
+        _normalize(dist.metadata["Name"]): dist.version
+        for dist in distributions()
+        if _normalize(dist.metadata["Name"]) not in {"streaming-worker", "pip", "setuptools"}
+    }
+    assert installed == {name: pins[name] for name in installed}
+    assert set(installed) == set(pins), "constraints.txt pins packages that are not installed"
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
