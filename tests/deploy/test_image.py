@@ -22,7 +22,7 @@ import asyncpg  # noqa: TID251 (the tests read rows as the app's clients do)
 import pytest
 import yaml
 
-from tests.conftest import ADMIN_DSN, AWS_ENV, chat, deltas_text, send_message
+from tests.conftest import ADMIN_DSN, AWS_ENV, chat, deltas_text, send_message, sim_requests
 from tests.deploy.docker import Container, Containers, docker, inspect
 from tests.support import eventually, free_port
 from worker.simulator import answer_text
@@ -308,8 +308,6 @@ async def test_two_containers_drain_jobs_and_one_stops_mid_stream(
 
 
 def sim_requests_for(simulator_url: str, texts: list[str]) -> list[dict[str, Any]]:
-    from tests.conftest import sim_requests
-
     wanted = set(texts)
     return [
         request
