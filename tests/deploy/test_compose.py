@@ -27,10 +27,10 @@ import asyncpg  # noqa: TID251 (the tests read rows as the app's clients do)
 import boto3
 import pytest
 
+from simulator import answer_text
 from tests.deploy.docker import Container, drop_replaced, image_id, script
 from tests.support import REPO, eventually, free_port
 from tests.test_observability import get
-from simulator import answer_text
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
 

@@ -22,10 +22,10 @@ import asyncpg  # noqa: TID251 (the tests read rows as the app's clients do)
 import pytest
 import yaml
 
+from simulator import answer_text
 from tests.conftest import ADMIN_DSN, AWS_ENV, chat, deltas_text, send_message, sim_requests
 from tests.deploy.docker import Container, Containers, docker, inspect
 from tests.support import eventually, free_port
-from simulator import answer_text
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
 
