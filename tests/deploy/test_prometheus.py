@@ -195,6 +195,30 @@ async def test_every_panel_has_data_and_faults_fire_their_alerts(
     names = {alert["labels"]["alertname"] for alert in await prometheus.alerts()}
     assert "StreamingWorkerHighFailureRate" not in names
 
+    # Jobs the app sent wrong are the app's to fix: a warning, never the failure-rate page.
+    # The first one only creates its series (a rate needs two samples), the rest raise it.
+    invalid = [await submit({"model": "sim-model", "messages": []})]
+    rejected_series = 'streaming_worker_jobs_finished_total{error_code="invalid_request"}'
+
+    async def series_scraped() -> bool:
+        return bool(await prometheus.query(rejected_series))
+
+    await eventually(series_scraped, timeout_s=60, interval_s=0.5, what="the rejected series")
+    invalid += [await submit({"model": "sim-model", "messages": []}) for _ in range(3)]
+
+    async def invalid_ended() -> bool:
+        return all([(await row(db, job_id))["status"] == "failed" for job_id in invalid])
+
+    await eventually(invalid_ended, timeout_s=60, what="the invalid jobs failed")
+    rejected = await prometheus.firing("StreamingWorkerJobsRejected")
+    assert rejected["labels"]["severity"] == "warn"
+    paged = {
+        alert["labels"].get("model")
+        for alert in await prometheus.alerts()
+        if alert["labels"]["alertname"] == "StreamingWorkerHighFailureRate"
+    }
+    assert paged == set()
+
     # Jobs failing `auth` (the key is wrong): the failure-rate alert fires for that model.
     for _ in range(6):
         jobs.append(await submit(chat(f"Refused {uuid.uuid4()} [[sim status=401]]")))
