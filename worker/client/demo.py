@@ -30,6 +30,7 @@ from aiohttp import web
 import simulator
 from worker import app
 from worker.client import commands, queries
+from worker.client.request import build_request
 from worker.postgres import Database
 from worker.queue import JobQueue
 from worker.settings import Settings
@@ -222,7 +223,7 @@ def _models(llm_url: str) -> dict[str, Any]:
 
 def _request(index: int, tokens: int) -> dict[str, Any]:
     prompt = PROMPTS[index % len(PROMPTS)]
-    return commands.build_request(
+    return build_request(
         model="sim-model",
         prompt=f"{prompt} (demo job {index + 1})",
         temperature=0.2,
