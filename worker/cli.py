@@ -47,12 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole pipeline locally: no AWS account, no keys",
         description="Start an in-process SQS server and the LLM simulator, submit jobs as the "
-        "app does, run the worker until they are done and show them streaming; Ctrl-C stops "
+        "app does (plain answers, a thinking job, a tool-calling job), run the worker until "
+        "they are done, show them streaming and check each against what the simulator sent; "
+        "Ctrl-C stops "
         "it gracefully. Reads DATABASE_URL only; when it is unset, uses the local PostgreSQL "
         "(postgresql://postgres@127.0.0.1:5432, database `streaming_worker_demo`), else an "
         "embedded one (the `pgserver` package: pip install -e '.[demo]').",
     )
-    demo.add_argument("--jobs", type=int, default=8, help="how many jobs (default 8)")
+    demo.add_argument(
+        "--jobs",
+        type=int,
+        default=8,
+        help="how many plain jobs, besides the thinking and the tool-calling one (default 8)",
+    )
     demo.add_argument("--tokens", type=int, default=120, help="tokens per answer (default 120)")
     demo.add_argument(
         "--tokens-per-s", type=float, default=40, help="streaming speed per job (default 40)"
@@ -61,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--short",
         action="store_true",
-        help="a few small, fast jobs (for CI): 3 jobs of 24 tokens at 200 tokens/s",
+        help="a few small, fast jobs (for CI): 3 plain jobs of 24 tokens at 200 tokens/s, "
+        "a short thinking job and a tool-calling job",
     )
     demo.add_argument(
         "--embedded-postgres",
