@@ -77,6 +77,24 @@ async def test_follow_prints_the_reasoning_before_the_answer(served_env: dict[st
     assert f"\nthinking: {reasoning}\n{answer}streaming-worker: completed" in output.decode()
 
 
+@needs_rich_worker
+async def test_follow_starts_the_reasoning_over_with_the_attempt(
+    cli: Cli, db: asyncpg.Connection
+) -> None:
+    """A stream cut after its reasoning and some text restarts the attempt: both start over."""
+    prompt = f"rethink {uuid.uuid4()} [[sim reasoning=6 drop_after=8 times=1 tokens=10 tps=20]]"
+    result = await cli("submit", "--model", "sim-model", "--follow", prompt)
+
+    assert result.returncode == 0, result.stderr
+    record = await row(db, uuid.UUID(result.stderr.split()[1]))
+    assert (record["status"], record["attempts"]) == ("completed", 2)
+    reasoning = expected_reasoning(user(prompt), 6)
+    assert record["reasoning_content"] == reasoning
+    restarted = result.stderr.split("the answer started over (attempt 2)\n", 1)[1]
+    assert restarted.startswith(f"thinking: {reasoning}\n")
+    assert result.stdout.rsplit("\n", 1)[-1] == record["partial_content"]
+
+
 async def test_submit_tools_sends_the_definitions_and_the_options(
     cli: Cli, db: asyncpg.Connection, queue_url: str, tmp_path: Path, simulator_url: str
 ) -> None:
