@@ -49,10 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start an in-process SQS server and the LLM simulator, submit jobs as the "
         "app does (plain answers, a thinking job, a tool-calling job), run the worker until "
         "they are done, show them streaming and check each against what the simulator sent; "
-        "Ctrl-C stops "
-        "it gracefully. Reads DATABASE_URL only; when it is unset, uses the local PostgreSQL "
-        "(postgresql://postgres@127.0.0.1:5432, database `streaming_worker_demo`), else an "
-        "embedded one (the `pgserver` package: pip install -e '.[demo]').",
+        "Ctrl-C stops it gracefully. Reads DATABASE_URL only; when it is unset, uses the local "
+        "PostgreSQL (postgresql://postgres@127.0.0.1:5432, database `streaming_worker_demo`), "
+        "else an embedded one (the `pgserver` package: pip install -e '.[demo]').",
     )
     demo.add_argument(
         "--jobs",
@@ -222,26 +221,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.client import commands, request
+    from worker.client import commands
     from worker.postgres import DatabaseUnavailable
 
     work: Coroutine[Any, Any, int]
     if args.command == "submit":
-        try:
-            tools = None if args.tools is None else request.load_tools(args.tools)
-        except request.ToolsFileError as error:
-            print(f"streaming-worker submit: {error}", file=sys.stderr)
+        request_data = _submit_request(args)
+        if request_data is None:
             return 2
-        request_data = request.build_request(
-            model=args.model,
-            prompt=args.prompt,
-            system=args.system,
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-            tools=tools,
-            tool_choice=args.tool_choice,
-            reasoning_effort=args.reasoning_effort,
-        )
         work = commands.submit_command(settings, request_data, follow=args.follow)
     elif args.command == "status":
         work = commands.status_command(settings, args.job_id, as_json=args.json)
@@ -259,6 +246,28 @@ def _client(args: argparse.Namespace, settings: Settings) -> int:
         what = str(error) if isinstance(error, DatabaseUnavailable) else f"{kind}: {error}"
         print(f"streaming-worker {args.command}: {what}{hint}", file=sys.stderr)
         return 1
+
+
+def _submit_request(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`request_data` from submit's flags; None, once said why, for a `--tools` file that
+    cannot be sent (checked before anything is written or sent)."""
+    from worker.client import request
+
+    try:
+        tools = None if args.tools is None else request.load_tools(args.tools)
+    except request.ToolsFileError as error:
+        print(f"streaming-worker submit: {error}", file=sys.stderr)
+        return None
+    return request.build_request(
+        model=args.model,
+        prompt=args.prompt,
+        system=args.system,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        tools=tools,
+        tool_choice=args.tool_choice,
+        reasoning_effort=args.reasoning_effort,
+    )
 
 
 def _database_command(name: str, work: Coroutine[Any, Any, int]) -> int:
