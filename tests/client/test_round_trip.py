@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
 
 from tests.client.conftest import Cli, needs_rich_worker
-from tests.conftest import StartWorker, row
+from tests.conftest import StartWorker, row, sim_requests
 from tests.support import REPO, eventually
 
 README = REPO / "README.md"
@@ -90,7 +90,7 @@ async def test_job_1_ends_with_the_tool_call_the_readme_shows(
 
 
 async def test_job_2_in_each_form_ends_with_the_answer_the_readme_shows(
-    start_worker: StartWorker, submit: Submit, db: asyncpg.Connection
+    start_worker: StartWorker, submit: Submit, db: asyncpg.Connection, simulator_url: str
 ) -> None:
     blocks = readme_blocks()
     start_worker()
@@ -101,3 +101,12 @@ async def test_job_2_in_each_form_ends_with_the_answer_the_readme_shows(
         record = await ended(db, job_id)
         assert record["status"] == "completed", (form, record["error_message"])
         assert_as_shown(blocks["job-2-row"], record)
+    # Each form reached the provider with the same tool message, the OpenAI form's.
+    tool_message = blocks["job-2-openai"]["messages"][2]
+    sent = [
+        request["body"]["messages"][-1]
+        for request in sim_requests(simulator_url)
+        if request["body"]["messages"][-1].get("tool_call_id") == tool_message["tool_call_id"]
+    ]
+    assert len(sent) >= len(JOB_2_FORMS)
+    assert all(message == tool_message for message in sent)
