@@ -38,7 +38,8 @@ sending what its provider sends; `only=` and `times=` do not apply to them):
 - `tools=N` or `tools=NAME,NAME`: answer with N tool calls (the request's tools in order,
   again from the first if N is larger) or calls to the tools named; the request must
   define them. Arguments and ids are `expected_tool_calls(...)`. Text comes before the calls
-  only when `tokens=` is given too; the finish is `tool_calls`.
+  only when `tokens=` is given too; the finish is `tool_calls`. Once the conversation goes
+  on past the question (a `tool` message with the results last), it is answered as text.
 - `tool_chunks=N`: each call's arguments stream in N pieces [3] (Gemini sends calls whole).
 - `interleave=1`: OpenAI-format routes interleave parallel calls' pieces by index (all
   calls' first fragments, then their pieces in turn) instead of one call after another.
@@ -146,6 +147,9 @@ class Directive:
 
     def applies_to(self, provider: str) -> bool:
         return self.only is None or self.only == provider
+
+    def without_tools(self) -> Directive:
+        return replace(self, tools=0)
 
     def without_faults(self) -> Directive:
         """The same pacing, nothing going wrong: for a spent `times` or another provider."""

@@ -62,6 +62,10 @@ def _record(request: web.Request, provider: str, body: Any) -> dict[str, Any]:
 
 def _directive(chat: ChatRequest, provider: str, log: RequestLog, key: str) -> Directive:
     directive = parse_directive(last_user_text(chat.conversation))
+    if directive.tools and chat.conversation and chat.conversation[-1].role != "user":
+        # The conversation went on past the question (the tools' results came back): the
+        # model answers them instead of calling the tools again, as a real one would.
+        directive = directive.without_tools()
     if not directive.applies_to(provider):
         return directive.without_faults()
     if directive.is_fault:

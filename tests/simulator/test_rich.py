@@ -427,3 +427,35 @@ async def test_faults_count_rich_chunks_and_split_cuts_reasoning_too(sim: Simula
     assert "".join(d.get("reasoning_content", "") for d in deltas(chunks)) == expected_reasoning(
         user(prompt), 3
     )
+
+
+async def test_a_conversation_that_carries_the_tools_results_is_answered_not_called_again(
+    sim: Simulator,
+) -> None:
+    question = {"role": "user", "content": "Weather? [[sim tools=1]]"}
+    [call] = expected_tool_calls([question], [WEATHER])
+    messages = [
+        question,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'},
+    ]
+    body = {"model": "gpt-4o-mini", "messages": messages, "tools": [WEATHER], "stream": True}
+    status, raw = await post(sim, OPENAI, body)
+    assert status == 200
+    assert b"tool_calls" not in raw
+    chunks = [
+        json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: {")
+    ]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == answer_text(messages, 4)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
