@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test demo bench clean
+.PHONY: install lint typecheck test demo bench soak clean
 
 install: $(VENV)/.installed
 
@@ -32,3 +32,8 @@ clean:
 
 bench: install
 	$(BIN)/python -m bench --preset standard
+
+# Not in CI: two workers under kill -9, terminated backends and provider faults for 20 minutes
+# (`$(BIN)/python -m bench.soak --minutes N` for another length), then every job checked.
+soak: install
+	$(BIN)/python -m bench.soak
