@@ -321,6 +321,12 @@ def _figures(
             "final_exit_codes": final_codes,
             "unexpected_exits": faults.unexpected_exits,
             "log_events": {k: events[k] for k in sorted(events) if _notable(k)},
+            "errors_logged": [
+                {"worker": log.child_name, **error}
+                for slot in run.slots
+                for log in slot.logs
+                for error in log.errors
+            ][:50],
         },
         "backlog": distribution([float(n) for n in run.backlog], digits=1),
         "backlog_target": run.backlog_target,
@@ -409,6 +415,8 @@ def markdown(r: dict[str, Any]) -> str:
         f" {sorted({k['exit_code'] for k in takeover['kills']})}; unexpected exits"
         f" {len(r['workers']['unexpected_exits'])}",
         f"- queues after the drain: {json.dumps(r['drain']['queue_depth'])}",
+        f"- error-level log events: {len(r['workers']['errors_logged'])}"
+        f" ({_inline(Counter(e['event'] for e in r['workers']['errors_logged']))})",
         "",
         "| check | result |",
         "|---|---|",

@@ -38,15 +38,23 @@ class SoakLog(WorkerLog):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
+        self.child_name = path.stem
         self.endings: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self.taken_over: dict[str, list[str]] = {}  # job id -> timestamps of its takeovers
         self.restart_errors: dict[str, list[str]] = {}  # job id -> why its attempts restarted
+        self.errors: list[dict[str, Any]] = []  # error-level events, with their exception's end
 
     def _event(self, record: dict[str, Any]) -> None:
         super()._event(record)
         event, job_id = str(record.get("event")), record.get("job_id")
         self.events[event] += 1
+        if record.get("level") in ("error", "critical"):
+            lines = str(record.get("exception", "")).strip().splitlines()
+            self.errors.append(
+                {"event": event, "job_id": job_id, "timestamp": record.get("timestamp"),
+                 "exception": lines[-1] if lines else None}
+            )  # fmt: skip
         if not job_id:
             return
         if event in ("job_taken_over", "attempt_restarted"):
@@ -159,6 +167,8 @@ async def kill_one(
         running = await db.fetch(
             "SELECT id::text, attempts FROM ai_streaming_jobs"
             " WHERE status IN ('processing', 'streaming')"
+            # An earlier kill's jobs still waiting for their restart are that kill's.
+            " AND lease_expires_at >= now()"
         )
     victim.start()
     victim.killing = False
