@@ -185,8 +185,7 @@ async def kills(run: Run) -> None:
         nonlocal number
         tracker = await kill_one(run.slots, run.faults, run.dsn, number, lease_s=LEASE_S)
         number += 1
-        if tracker is not None:
-            run.trackers.append(tracker)
+        run.trackers.append(tracker)
 
     await every(run.stop, rng, KILL_EVERY_S, once)
 

@@ -147,7 +147,7 @@ async def every(
 
 async def kill_one(
     slots: list[Slot], faults: Faults, dsn: str, number: int, *, lease_s: float
-) -> asyncio.Task[None] | None:
+) -> asyncio.Task[None]:
     """kill -9 one worker (alternating), restart it at once, follow its jobs' takeover."""
     victim, other = slots[number % 2], slots[(number + 1) % 2]
     for _ in range(300):  # one worker stays up: the other one has started (bounded, 60 s)
