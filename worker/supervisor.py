@@ -110,6 +110,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._taking_over = asyncio.Lock()
         self._last_takeover = float("-inf")  # due at once: a restarted worker looks first
+        self._more_to_take_over = False
         self.outcomes: Counter[Disposition] = Counter()
         self.last_progress = time.monotonic()
         metrics.CONCURRENCY_LIMIT.set(slots.limit)
@@ -155,12 +156,13 @@ class Supervisor:
             if free is None:
                 return
             self.last_progress = time.monotonic()
-            if self._takeover_due():
+            if self._takeover_due() or self._more_to_take_over:
                 # Jobs whose worker died go first: they have waited longest, and with a
-                # backlog no slot would ever stay free for the sweep beside this loop.
+                # backlog no slot would ever stay free for the sweep beside this loop. While
+                # a sweep finds more of them than slots, freed slots go to them, not to SQS.
                 await self._take_over(free)
                 free = self._slots.free
-                if free <= 0:
+                if free <= 0 or self._more_to_take_over:
                     continue
             deliveries = await self._until_stopped(self._receive(free))
             if deliveries is None:
@@ -246,6 +248,8 @@ class Supervisor:
             except StoreUnavailable as error:
                 log.warning("takeover_failed", error=str(error))
                 return
+            # Every slot asked for was used: there may be more waiting.
+            self._more_to_take_over = len(claims) == free
             for claim in claims:
                 self._track(self._handle_taken(claim), None, name=f"job-{claim.job_id}")
 
