@@ -14,8 +14,8 @@ from worker.jobs import JobRequest, Usage
 from worker.llm.catalog import ModelCatalog, ModelsFileError, provider_of
 from worker.llm.errors import ErrorMapper, Redactor
 from worker.llm.events import Answered, StreamEvent
+from worker.llm.lean import LeanStreams, lean_models
 from worker.llm.limits import ParallelLimits
-from worker.llm.openai_sse import OpenAIStreams, lean_deployments
 from worker.llm.pricing import Pricing
 from worker.llm.routed import RoutedStreams
 from worker.llm.target import Target
@@ -26,8 +26,10 @@ log = structlog.get_logger(__name__)
 class Completer:
     """Puts the LLM edge's parts together for the models file; owns the HTTP sessions.
 
-    Every stream yields `Routed`, `TextDelta`s, then `Answered`; a stream that fails raises
-    a JobError (worker/errors.py), including one that ends without a finish reason.
+    Every stream yields `Routed`, the answer's deltas, then `Answered` (worker/llm/events.py);
+    a stream that fails raises a JobError (worker/errors.py), including one that ends without
+    a finish reason. Each model name streams on the lean path or through LiteLLM's Router
+    wrapper, decided at start and logged once (`model_path`).
     """
 
     def __init__(self, catalog: ModelCatalog, *, allow_unlisted: bool) -> None:
@@ -37,9 +39,13 @@ class Completer:
             setattr(litellm, key, value)
         self._pricing = Pricing(catalog)  # before the Router: see Pricing
         self._errors = ErrorMapper(Redactor.for_models(catalog.model_list))
-        self._routed = RoutedStreams(catalog, _router(catalog), self._errors)
-        self._lean = lean_deployments(catalog)
-        self._openai = OpenAIStreams(self._errors)
+        router = _router(catalog)
+        self._routed = RoutedStreams(catalog, router, self._errors)
+        deployments, paths = lean_models(catalog)
+        for name, reason in paths.items():
+            log.info("model_path", model=name, path="router" if reason else "lean", reason=reason)
+        lean_names = frozenset(name for name, reason in paths.items() if not reason)
+        self._lean = LeanStreams(catalog, router, self._errors, deployments, lean_names)
         self._limits = ParallelLimits(catalog)
         for model_name, setting, variable in catalog.unset_variables():
             log.warning("model_setting_unset", model=model_name, setting=setting, variable=variable)
@@ -51,10 +57,12 @@ class Completer:
         return self._limits.permit(target)
 
     def stream(self, target: Target, request: JobRequest) -> AsyncIterator[StreamEvent]:
-        lean = self._lean.get(target.model) if target.routed else None
-        if lean is None:
-            return self._routed.stream(target, request)
-        return self._openai.stream(lean, target, request)
+        if self._lean.serves(target):
+            declined = self._lean.declines(target, request)
+            if declined is None:
+                return self._lean.stream(target, request)
+            log.info("lean_declined", reason=declined)
+        return self._routed.stream(target, request)
 
     def count_tokens(self, target: Target, request: JobRequest, answer: str) -> Usage:
         return self._pricing.count_tokens(target, request.messages, answer)
@@ -74,7 +82,7 @@ class Completer:
         return model, provider_of(model)
 
     async def aclose(self) -> None:
-        await self._openai.aclose()
+        await self._lean.aclose()
 
 
 def _router(catalog: ModelCatalog) -> Router:
