@@ -246,6 +246,17 @@ async def job(db: asyncpg.Connection, job_id: uuid.UUID) -> Job:
     )
 
 
+def log_events(output: str, name: str) -> list[dict[str, Any]]:
+    """The worker's log events called `name`, in order."""
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [event for event in events if event.get("event") == name]
+
+
+def model_paths(output: str) -> dict[str, str]:
+    """Which path each model name streams on, as the worker said at start."""
+    return {event["model"]: event["path"] for event in log_events(output, "model_path")}
+
+
 def assert_no_secret(*texts: str | None) -> None:
     for text in texts:
         for secret in SECRETS:
@@ -411,6 +422,8 @@ async def test_each_provider_through_the_worker(
     assert not failures, json.dumps(failures, indent=2, ensure_ascii=False)
     assert_no_secret(worker.output)
     assert "Traceback" not in worker.output
+    # Every provider's model streamed on its lean reader, routed by LiteLLM's Router.
+    assert model_paths(worker.output) == {name: "lean" for name, _ in entries}
 
 
 async def test_fallback_answers_when_the_primary_fails_before_the_first_token(
@@ -441,6 +454,7 @@ async def test_fallback_answers_when_the_primary_fails_before_the_first_token(
         "--drain", WORKER_MODELS_FILE=models, OPENAI_API_KEY=OPENAI_KEY, GEMINI_API_KEY=GEMINI_KEY
     )
     assert await worker.wait(30) == 0, worker.output
+    assert model_paths(worker.output) == {"gpt-4o-mini": "lean", "gemini-3.5-flash": "lean"}
 
     for kind in ("down", "throttled", "cut_before_text"):
         answered = await job(db, ids[kind])
@@ -466,6 +480,85 @@ async def test_fallback_answers_when_the_primary_fails_before_the_first_token(
     assert healthy.response["model"] == "gpt-4o-mini-2024-07-18"
     assert healthy.response["provider"] == "openai"
     assert sim.requests(provider="gemini", prompt=prompts["healthy"]) == []
+
+
+async def test_a_model_of_two_deployments_cools_a_failed_one_down_and_falls_back(
+    tmp_path: Path,
+    db: asyncpg.Connection,
+    submit: Any,
+    start_worker: StartWorker,
+    sim: Simulator,
+) -> None:
+    """The Router's own behaviour on the lean path: one model served by an OpenAI and an Azure
+    deployment, with a fallback. OpenAI throttles: its one failed call falls back, the Router
+    cools it down, and every later job goes to the Azure deployment while it is cooling."""
+    models = write_models(
+        tmp_path / "models.yaml",
+        [
+            # The Router's shuffle weighs by `weight`: its first pick is the OpenAI deployment.
+            ("chat", {**BY_NAME["openai"].params(sim.url), "weight": 1000}),
+            ("chat", {**BY_NAME["azure"].params(sim.url), "weight": 1}),
+            ("gemini-3.5-flash", BY_NAME["gemini"].params(sim.url)),
+        ],
+        fallbacks=[{"chat": ["gemini-3.5-flash"]}],
+        disable_cooldowns=False,
+        cooldown_time=60,
+    )
+    tag = uuid.uuid4().hex[:8]
+    prompts = [f"Busy OpenAI {n} {tag} [[sim status=429 only=openai]]" for n in range(5)]
+    ids = [await submit(chat(prompt, "chat")) for prompt in prompts]
+    worker = start_worker(
+        "--drain",
+        WORKER_MODELS_FILE=models,
+        WORKER_CONCURRENCY="1",
+        **BY_NAME["openai"].env(sim.url),
+        **BY_NAME["azure"].env(sim.url),
+        **BY_NAME["gemini"].env(sim.url),
+    )
+    assert await worker.wait(30) == 0, worker.output
+    assert model_paths(worker.output) == {"chat": "lean", "gemini-3.5-flash": "lean"}
+
+    jobs = [await job(db, job_id) for job_id in ids]
+    for answered, prompt in zip(jobs, prompts, strict=True):
+        assert (answered.status, answered.attempts) == ("completed", 1), answered.error_message
+        assert answered.text == expected_answer(prompt)
+    openai_calls = [p for p in prompts if sim.requests(provider="openai", prompt=p)]
+    assert len(openai_calls) == 1, "the throttled deployment was called once, then cooled down"
+    (first,) = openai_calls
+    assert [job.response["provider"] for job in jobs] == [
+        "gemini" if prompt == first else "azure" for prompt in prompts
+    ]
+    cooled = log_events(worker.output, "deployment_cooled_down")
+    assert [(event["deployment"], event["status"]) for event in cooled] == [("chat#0", 429)]
+    assert '"provider_retry"' not in worker.output
+
+
+async def test_settings_only_litellm_applies_keep_a_model_on_the_routers_wrapper(
+    tmp_path: Path,
+    db: asyncpg.Connection,
+    submit: Any,
+    start_worker: StartWorker,
+    sim: Simulator,
+) -> None:
+    models = write_models(
+        tmp_path / "models.yaml",
+        [
+            ("headers", {**BY_NAME["openai"].params(sim.url), "extra_headers": {"X-Team": "a"}}),
+            ("gpt-4o-mini", BY_NAME["openai"].params(sim.url)),
+        ],
+    )
+    prompt = f"Through LiteLLM {uuid.uuid4().hex[:8]}"
+    job_id = await submit(chat(prompt, "headers"))
+    worker = start_worker("--drain", WORKER_MODELS_FILE=models, OPENAI_API_KEY=OPENAI_KEY)
+    assert await worker.wait(30) == 0, worker.output
+    paths = {event["model"]: event for event in log_events(worker.output, "model_path")}
+    assert (paths["headers"]["path"], paths["gpt-4o-mini"]["path"]) == ("router", "lean")
+    assert "extra_headers" in paths["headers"]["reason"]
+    answered = await job(db, job_id)
+    assert answered.status == "completed"
+    assert answered.text == expected_answer(prompt)
+    (request,) = sim.requests(provider="openai", prompt=prompt)
+    assert request.header("x-team") == "a"
 
 
 async def test_a_provider_at_its_limit_makes_its_jobs_wait_while_others_go_through(
