@@ -20,6 +20,7 @@ from tests.conftest import (
     queue_counts,
     requests_for,
     row,
+    send_message,
     sim_requests,
     upstream_closed,
 )
@@ -200,7 +201,8 @@ async def test_a_cancelled_job_stops_its_stream_within_two_seconds_and_keeps_the
 ) -> None:
     text = f"Cancel me {uuid.uuid4()} [[sim {directive}]]"
     job_id = await submit(chat(text))
-    worker = start_worker("--drain")
+    # partial_content lags the deltas by up to 30 s: cancelling must bring it level.
+    worker = start_worker("--drain", WORKER_CONTENT_REFRESH_S="30")
 
     async def reached() -> bool:
         return bool((await row(db, job_id))["status"] == cancelled_while)
@@ -220,14 +222,43 @@ async def test_a_cancelled_job_stops_its_stream_within_two_seconds_and_keeps_the
     response = json.loads(record["response_data"])
     assert response["finish_reason"] == "cancelled"
     streamed = await deltas_text(db, job_id, 1)
-    # The text so far stays: in the deltas, and in partial_content up to its last refresh.
-    assert streamed.startswith(record["partial_content"])
+    # The text so far stays, all of it: partial_content equals the deltas.
+    assert record["partial_content"] == streamed
     assert expected(text, 400).startswith(streamed)
+    assert response["attempts"] == 1
     if cancelled_while == "streaming":
         assert streamed != ""
         assert response["usage"]["completion_tokens"] > 0
     else:
         assert streamed == ""
+
+
+async def test_a_job_cancelled_while_pending_is_never_run_and_gets_its_ending(
+    db: asyncpg.Connection,
+    submit: Any,
+    sqs: Any,
+    queue_url: str,
+    simulator_url: str,
+    start_worker: StartWorker,
+) -> None:
+    text = f"Cancelled early {uuid.uuid4()}"
+    job_id = await submit(chat(text), send=False)
+    await db.execute("UPDATE ai_streaming_jobs SET status = 'cancelled' WHERE id = $1", job_id)
+    await send_message(sqs, queue_url, json.dumps({"jobId": str(job_id)}))
+    worker = start_worker("--drain")
+    assert await worker.wait() == 0, worker.output
+
+    record = await row(db, job_id)
+    assert record["status"] == "cancelled"
+    assert record["completed_at"] is not None
+    assert record["attempts"] == 0
+    response = json.loads(record["response_data"])
+    assert (response["finish_reason"], response["model"], response["attempts"]) == (
+        "cancelled",
+        None,
+        0,
+    )
+    assert requests_for(simulator_url, text) == 0
 
 
 async def test_no_secret_reaches_the_logs_or_the_row(

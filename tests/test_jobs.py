@@ -132,3 +132,100 @@ def test_invalid_requests_say_what_is_wrong(request_data: object, message: str) 
     with pytest.raises(InvalidRequest) as caught:
         parse_request(request_data)
     assert message in caught.value.message
+
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "default": None}},
+            "required": ["city"],
+        },
+        "strict": True,
+    },
+}
+
+
+def _with_options(**options: object) -> dict[str, object]:
+    return {"model": "m", "messages": [{"role": "user", "content": "x"}], "options": options}
+
+
+def test_tool_and_reasoning_options_are_generation_options() -> None:
+    options = {
+        "tools": [TOOL],
+        "tool_choice": {"type": "function", "function": {"name": "weather"}},
+        "parallel_tool_calls": False,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "w", "schema": {"type": "object"}},
+        },
+        "reasoning_effort": "xhigh",
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+    }
+    request = parse_request(_with_options(**options))
+    assert request.options == options  # as the job wrote them: the schema keeps its null
+    assert request.ignored_options == ()
+
+
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh", "max"])
+def test_every_reasoning_effort_litellm_takes_is_accepted(effort: str) -> None:
+    assert parse_request(_with_options(reasoning_effort=effort)).options == {
+        "reasoning_effort": effort
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tools": {"weather": {}}}, "tools: Input should be a valid list"),
+        (
+            {"tools": [{"type": "function", "function": {}}]},
+            "tools.0.function.name: Field required",
+        ),
+        ({"tools": [{"type": "retrieval"}]}, "tools.0.type: Input should be 'function'"),
+        ({"tool_choice": "always"}, "tool_choice"),
+        ({"parallel_tool_calls": "maybe"}, "parallel_tool_calls: Input should be a valid boolean"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type"),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort: Input should be 'none'"),
+        ({"thinking": {"type": "enabled"}}, "`thinking` of type enabled needs `budget_tokens`"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 0}}, "budget_tokens"),
+    ],
+)
+def test_malformed_options_fail_the_job(options: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request(_with_options(**options))
+    assert message in caught.value.message
+
+
+def test_model_messages_and_openai_tool_history_are_kept() -> None:
+    request = parse_request(
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "image": "https://example.com/a.png"}],
+                },
+            ],
+        }
+    )
+    assert request.messages[0]["tool_calls"][0]["id"] == "c1"
+    assert request.messages[2] == {
+        "role": "user",
+        "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}],
+    }

@@ -505,7 +505,9 @@ async def test_a_model_of_two_deployments_cools_a_failed_one_down_and_falls_back
         cooldown_time=60,
     )
     tag = uuid.uuid4().hex[:8]
-    prompts = [f"Busy OpenAI {n} {tag} [[sim status=429 only=openai]]" for n in range(5)]
+    prompts = [
+        f"Busy OpenAI {n} {tag} [[sim status=429 retry_after=60 only=openai]]" for n in range(5)
+    ]
     ids = [await submit(chat(prompt, "chat")) for prompt in prompts]
     worker = start_worker(
         "--drain",

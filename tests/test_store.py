@@ -49,7 +49,7 @@ async def test_claims_made_together_share_one_statement_and_one_job_has_one_winn
     assert loser.leased_by_message == ("m1" if a_won else "m2")
     assert isinstance(claimed_second, Claim)
     assert isinstance(claimed_third, Claim)
-    assert missing == ClaimRefused(exists=False)
+    assert missing == ClaimRefused()
     rows = await db.fetch(
         "SELECT status, attempts, started_at FROM ai_streaming_jobs WHERE id = ANY($1::uuid[])",
         [first, second, third],
@@ -69,4 +69,4 @@ async def test_a_job_claimed_and_ended_is_refused_with_its_status(
         refused = await store.claim(job_id, message_id="m", lease_s=30)
     finally:
         await store.close()
-    assert refused == ClaimRefused(exists=True, status=Status.COMPLETED)
+    assert refused == ClaimRefused(status=Status.COMPLETED)

@@ -12,19 +12,95 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from worker import __version__, endpoints, exit_codes, housekeeping, metrics
 from worker.exit_codes import ExitCode
 from worker.jobs import Ending
 from worker.llm import LITELLM_VERSION, Completer, ModelCatalog
+from worker.postgres import DatabaseUnavailable
 from worker.queue import JobQueue
 from worker.runner import JobRunner, Timeouts
 from worker.settings import Settings
+from worker.slots import Slots
 from worker.store import ClaimRefused, JobStore
 from worker.supervisor import Disposition, Mode, QueuePolicy, Supervisor
+from worker.waiting import unless_set
 from worker.writer import StreamWriter
 
 log = structlog.get_logger(__name__)
+
+
+class _Lifecycle:
+    """What the endpoints and the signals see while the worker starts, runs and stops.
+
+    While it starts (LiteLLM's import, PostgreSQL not up yet) it is alive but not ready, and
+    a signal ends the start; once the supervisor runs, they are the supervisor's.
+    """
+
+    def __init__(self, stall_limit_s: float) -> None:
+        self._stall_limit_s = stall_limit_s
+        self.stop_requested = asyncio.Event()
+        self.supervisor: Supervisor | None = None
+        self.store: JobStore | None = None
+        self.queue: JobQueue | None = None
+
+    def is_alive(self) -> bool:
+        return self.supervisor is None or self.supervisor.is_alive(self._stall_limit_s)
+
+    def is_stopping(self) -> bool:
+        return self.stop_requested.is_set()
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+        if self.supervisor is not None:
+            self.supervisor.stop()
+
+    async def ping_postgres(self) -> None:
+        if self.store is None:
+            raise DatabaseUnavailable("not connected yet")
+        await self.store.ping()
+
+    async def ping_sqs(self) -> None:
+        if self.queue is None:
+            raise ConnectionError("not connected yet")
+        await self.queue.ping()
+
+
+async def connect_store(settings: Settings, stop: asyncio.Event | None = None) -> JobStore | None:
+    """Connect to PostgreSQL, retrying with backoff for `WORKER_STARTUP_TIMEOUT_S` (a task may
+    start before its database does); None if `stop` is set first.
+
+    Raises DatabaseUrlInvalid at once for a malformed URL, DatabaseUnavailable (one sentence
+    naming host, port and database) once the time is up.
+    """
+    dsn = settings.database_url.get_secret_value()
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(DatabaseUnavailable),
+        wait=wait_exponential_jitter(multiplier=0.5, max=10),
+        stop=stop_after_delay(settings.startup_timeout_s),
+        before_sleep=_log_unreachable,
+        reraise=True,
+    )
+
+    async def connect() -> JobStore:
+        async for attempt in retrying:
+            with attempt:
+                return await JobStore.connect(dsn)
+        raise AssertionError("unreachable: AsyncRetrying reraises the last error")
+
+    return await connect() if stop is None else await unless_set(stop, connect())
+
+
+def _log_unreachable(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning("database_unreachable", error=str(error), attempts=state.attempt_number)
 
 
 @dataclass(frozen=True)
@@ -32,14 +108,23 @@ class Core:
     store: JobStore
     writer: StreamWriter
     runner: JobRunner
+    slots: Slots
+
+
+def open_llm(settings: Settings) -> Completer:
+    """The models file, validated, behind LiteLLM (ModelsFileError if it is wrong)."""
+    catalog = ModelCatalog.load(settings.models_file)
+    return Completer(
+        catalog,
+        allow_unlisted=settings.allow_unlisted_models,
+        media_url_hosts=settings.media_url_hosts,
+    )
 
 
 @contextlib.asynccontextmanager
-async def open_core(settings: Settings) -> AsyncIterator[Core]:
-    """Store, writer (with its flush task) and runner; closing flushes what is left."""
-    catalog = ModelCatalog.load(settings.models_file)
-    llm = Completer(catalog, allow_unlisted=settings.allow_unlisted_models)
-    store = await JobStore.connect(settings.database_url.get_secret_value())
+async def open_core(settings: Settings, store: JobStore, llm: Completer) -> AsyncIterator[Core]:
+    """Writer (with its flush task) and runner over a connected store; closing flushes what
+    is left, then closes the LLM edge and the store."""
     writer = StreamWriter(
         store,
         flush_interval_s=settings.flush_interval_s,
@@ -47,10 +132,13 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         content_refresh_s=settings.content_refresh_s,
         lease_s=settings.lease_s,
     )
+    # As many jobs may wait for their provider's own limit, beyond the slots, as run.
+    slots = Slots(settings.concurrency, max_parked=settings.concurrency)
     runner = JobRunner(
         store=store,
         writer=writer,
         llm=llm,
+        slots=slots,
         timeouts=Timeouts(
             first_token_s=settings.first_token_timeout_s,
             stall_s=settings.stall_timeout_s,
@@ -65,7 +153,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         async with asyncio.TaskGroup() as tasks:
             flushing = tasks.create_task(writer.run(), name="writer")
             try:
-                yield Core(store=store, writer=writer, runner=runner)
+                yield Core(store=store, writer=writer, runner=runner, slots=slots)
             finally:
                 writer.close()
                 await flushing
@@ -75,41 +163,55 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
 
 
 async def run_worker(settings: Settings, *, mode: Mode) -> int:
-    """`streaming-worker run` (with `--drain` or `--once`): the queue-driven daemon."""
-    async with (
-        open_core(settings) as core,
-        JobQueue.open(
-            settings.sqs_queue_url,
-            region=settings.aws_region,
-            endpoint_url=settings.sqs_endpoint_url,
-        ) as queue,
-    ):
-        supervisor = Supervisor(
-            queue=queue,
-            store=core.store,
-            runner=core.runner,
-            concurrency=settings.concurrency,
-            policy=QueuePolicy(
-                receive_wait_s=settings.receive_wait_s,
-                visibility_timeout_s=settings.visibility_timeout_s,
-                lease_s=settings.lease_s,
-                max_invisible_s=settings.job_timeout_s + settings.visibility_timeout_s,
-            ),
-            shutdown_grace_s=settings.shutdown_grace_s,
-            mode=mode,
-        )
-        # A receive round takes up to the long poll plus SQS's own retries.
-        stall_limit_s = max(settings.health_stall_s, settings.receive_wait_s + 5.0)
-        async with (
-            endpoints.serve(
-                port=settings.metrics_port,
-                is_alive=lambda: supervisor.is_alive(stall_limit_s),
-                probes={"postgres": core.store.ping, "sqs": queue.ping},
-                is_stopping=lambda: supervisor.stopping,
-            ) as metrics_port,
-            _housekeeping(settings, core.store, queue),
-        ):
-            with _on_signals(supervisor.stop):
+    """`streaming-worker run` (with `--drain` or `--once`): the queue-driven daemon.
+
+    The endpoints come up first: while the worker starts (and waits for PostgreSQL)
+    `/healthz` says alive and `/readyz` not ready, so an orchestrator neither kills it nor
+    sends it traffic; SIGTERM then ends the start with exit 0.
+    """
+    # A receive round takes up to the long poll plus SQS's own retries.
+    lifecycle = _Lifecycle(max(settings.health_stall_s, settings.receive_wait_s + 5.0))
+    async with endpoints.serve(
+        port=settings.metrics_port,
+        is_alive=lifecycle.is_alive,
+        probes={"postgres": lifecycle.ping_postgres, "sqs": lifecycle.ping_sqs},
+        is_stopping=lifecycle.is_stopping,
+    ) as metrics_port:
+        with _on_signals(lifecycle.stop):
+            llm = open_llm(settings)
+            store = await connect_store(settings, lifecycle.stop_requested)
+            if store is None:
+                await llm.aclose()
+                log.info("shutdown_complete", mode=mode.value)
+                return ExitCode.OK
+            lifecycle.store = store
+            async with (
+                open_core(settings, store, llm) as core,
+                JobQueue.open(
+                    settings.sqs_queue_url,
+                    region=settings.aws_region,
+                    endpoint_url=settings.sqs_endpoint_url,
+                ) as queue,
+                _housekeeping(settings, core.store, queue),
+            ):
+                lifecycle.queue = queue
+                supervisor = lifecycle.supervisor = Supervisor(
+                    queue=queue,
+                    store=core.store,
+                    runner=core.runner,
+                    slots=core.slots,
+                    policy=QueuePolicy(
+                        receive_wait_s=settings.receive_wait_s,
+                        visibility_timeout_s=settings.visibility_timeout_s,
+                        lease_s=settings.lease_s,
+                        max_invisible_s=settings.job_timeout_s + settings.visibility_timeout_s,
+                        takeover_interval_s=settings.takeover_interval_s,
+                    ),
+                    shutdown_grace_s=settings.shutdown_grace_s,
+                    mode=mode,
+                )
+                if lifecycle.stop_requested.is_set():
+                    supervisor.stop()
                 # LiteLLM's import leaves ~400k long-lived objects. A full collection walks
                 # them all and stalls the event loop (320 ms measured here): every stream's
                 # text waits. Nothing made during startup is garbage, so exempt it.
@@ -129,10 +231,14 @@ async def run_worker(settings: Settings, *, mode: Mode) -> int:
 async def run_job(settings: Settings, job_id: uuid.UUID) -> int:
     """`streaming-worker run --job-id`: one job straight from the table, no queue."""
     structlog.contextvars.bind_contextvars(job_id=str(job_id))
-    async with open_core(settings) as core:
+    llm = open_llm(settings)
+    store = await connect_store(settings)
+    assert store is not None
+    async with open_core(settings, store, llm) as core:
         claim = await core.store.claim(job_id, message_id=None, lease_s=settings.lease_s)
         if isinstance(claim, ClaimRefused):
             return _refused_exit(claim)
+        core.slots.take()
         task = asyncio.current_task()
         assert task is not None
         with _on_signals(task.cancel):

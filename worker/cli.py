@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(level="warning" if quiet else settings.log_level, fmt=settings.log_format)
 
     if args.command == "migrate":
-        return _run(_migrate(settings.database_url.get_secret_value()))
+        return _database_command("migrate", _migrate(settings.database_url.get_secret_value()))
     if args.command == "demo":
         return _demo(args)
     if args.command in _CLIENT_COMMANDS:
@@ -161,7 +161,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         mode = Mode.DRAIN if args.drain else Mode.ONCE if args.once else Mode.DAEMON
         work = app.run_worker(settings, mode=mode)
     try:
-        return _run(work)
+        return _database_command("run", work)
     except ModelsFileError as error:
         print(f"streaming-worker: {error}", file=sys.stderr)
         return 2
@@ -222,6 +222,21 @@ def _client(args: argparse.Namespace, settings: Settings) -> int:
         # DatabaseUnavailable already names the error underneath (ConnectionRefusedError: …).
         what = str(error) if isinstance(error, DatabaseUnavailable) else f"{kind}: {error}"
         print(f"streaming-worker {args.command}: {what}{hint}", file=sys.stderr)
+        return 1
+
+
+def _database_command(name: str, work: Coroutine[Any, Any, int]) -> int:
+    """Run `work`; a database that cannot be used is one clear line, never a traceback:
+    exit 2 for a malformed DATABASE_URL, 1 for a database that cannot be reached."""
+    from worker.postgres import DatabaseUnavailable, DatabaseUrlInvalid
+
+    try:
+        return _run(work)
+    except DatabaseUrlInvalid as error:
+        print(f"streaming-worker {name}: {error}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailable as error:
+        print(f"streaming-worker {name}: {error}", file=sys.stderr)
         return 1
 
 

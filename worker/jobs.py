@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from worker.errors import InvalidRequest, JobError
+from worker.messages import MediaUrl, convert
 
 
 class Status(StrEnum):
@@ -112,6 +113,56 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
 
+# The values LiteLLM 1.110.2 accepts (`litellm.types.llms.openai.REASONING_EFFORT`); a test
+# keeps them equal. Whether a model takes the option at all is the LLM edge's to say.
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+
+
+class _Option(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class _FunctionDefinition(_Option):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class _Tool(_Option):
+    """A tool in OpenAI's format: `{"type": "function", "function": {"name", ...}}`."""
+
+    type: Literal["function"]
+    function: _FunctionDefinition
+
+
+class _ToolName(_Option):
+    name: str
+
+
+class _NamedToolChoice(_Option):
+    type: Literal["function"]
+    function: _ToolName
+
+
+class _ResponseFormat(_Option):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class _Thinking(_Option):
+    """Anthropic's extended thinking, as LiteLLM takes it for Claude on every provider."""
+
+    type: Literal["enabled", "disabled"]
+    budget_tokens: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _budget_when_enabled(self) -> _Thinking:
+        if self.type == "enabled" and self.budget_tokens is None:
+            raise ValueError("`thinking` of type enabled needs `budget_tokens`")
+        return self
+
+
 class GenerationOptions(BaseModel):
     """The only options a job may set: they shape the answer, not where it is asked."""
 
@@ -127,40 +178,21 @@ class GenerationOptions(BaseModel):
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     logit_bias: dict[str, float] | None = None
-    response_format: dict[str, Any] | None = None
-    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    response_format: _ResponseFormat | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    thinking: _Thinking | None = None
+    tools: list[_Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | _NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     user: str | None = None
-
-
-class _TextPart(_Strict):
-    type: Literal["text"]
-    text: str
-
-
-class _ImageUrlPart(_Strict):
-    type: Literal["image_url"]
-    image_url: dict[str, Any] | str
-
-
-class _Message(_Strict):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[_TextPart | _ImageUrlPart] | None = None
-    parts: list[dict[str, Any]] | None = None
-    name: str | None = None
-    tool_call_id: str | None = None
-
-    @model_validator(mode="after")
-    def _has_content(self) -> _Message:
-        if self.content is None and not self.parts and self.role != "assistant":
-            raise ValueError("a message needs `content` or `parts`")
-        return self
 
 
 class _RequestData(_Strict):
     model: Annotated[str, Field(min_length=1)] | None = None
     provider: str | None = None
     modelId: Annotated[str, Field(min_length=1)] | None = None  # noqa: N815 (the app's key)
-    messages: Annotated[list[_Message], Field(min_length=1)]
+    # Checked and converted by worker.messages, which names the message and part at fault.
+    messages: Annotated[list[Any], Field(min_length=1)]
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -178,13 +210,19 @@ _REQUEST_ADAPTER = TypeAdapter(_RequestData)
 
 @dataclass(frozen=True, slots=True)
 class JobRequest:
-    """What to ask: `model` as the job named it; `fallback_model` is the legacy LiteLLM string."""
+    """What to ask: `model` as the job named it; `fallback_model` is the legacy LiteLLM string.
+
+    `messages` are in OpenAI's chat format whatever format the job used (worker.messages);
+    `options` are generation options only, the model's provider may still not take some.
+    """
 
     model: str
     messages: list[dict[str, Any]]
     options: dict[str, Any]
     ignored_options: tuple[str, ...] = ()
     fallback_model: str | None = None
+    # The http(s) media URLs in `messages`, for the LLM edge's no-fetch policy (contract 8).
+    media_urls: tuple[MediaUrl, ...] = ()
 
 
 def parse_request(request_data: object) -> JobRequest:
@@ -202,55 +240,20 @@ def parse_request(request_data: object) -> JobRequest:
         # The legacy form: `modelId` is still looked up in the models file first.
         model = str(parsed.modelId)
         fallback_model = f"{LEGACY_PROVIDER_PREFIXES[str(parsed.provider)]}/{model}"
+    converted = convert(parsed.messages)
     return JobRequest(
         model=model,
-        messages=[_to_openai(message) for message in parsed.messages],
-        options=options.model_dump(exclude_none=True),
+        messages=converted.messages,
+        # Only what the job set: a tool's JSON schema keeps its nulls and extra keys.
+        options={
+            key: value
+            for key, value in options.model_dump(exclude_unset=True).items()
+            if value is not None
+        },
         ignored_options=ignored,
         fallback_model=fallback_model,
+        media_urls=converted.media_urls,
     )
-
-
-def _to_openai(message: _Message) -> dict[str, Any]:
-    """One message in OpenAI chat format; Vercel AI SDK `parts` become `content`."""
-    out: dict[str, Any] = {"role": message.role}
-    if message.content is not None:
-        out["content"] = (
-            message.content
-            if isinstance(message.content, str)
-            else [part.model_dump() for part in message.content]
-        )
-    else:
-        out["content"] = _parts_to_content(message.parts or [])
-    if message.name is not None:
-        out["name"] = message.name
-    if message.tool_call_id is not None:
-        out["tool_call_id"] = message.tool_call_id
-    return out
-
-
-def _parts_to_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    converted: list[dict[str, Any]] = []
-    for index, part in enumerate(parts):
-        kind = part.get("type")
-        if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise InvalidRequest(f"parts[{index}].text must be a string")
-            converted.append({"type": "text", "text": text})
-        elif kind in ("image", "file") and _is_image(part):
-            url = part.get("url") or part.get("image")
-            converted.append({"type": "image_url", "image_url": {"url": url}})
-        # Reasoning, tool and step parts describe the UI's history, not the question.
-    if all(part["type"] == "text" for part in converted):
-        return "".join(part["text"] for part in converted)
-    return converted
-
-
-def _is_image(part: dict[str, Any]) -> bool:
-    media_type = part.get("mediaType") or part.get("mimeType") or "image/"
-    url = part.get("url") or part.get("image")
-    return isinstance(url, str) and isinstance(media_type, str) and media_type.startswith("image/")
 
 
 def _describe(exc: ValidationError) -> str:

@@ -36,6 +36,16 @@ JOBS_RELEASED = Counter(
     "Running jobs handed back at shutdown for another worker to restart",
     registry=REGISTRY,
 )
+JOBS_TAKEN_OVER = Counter(
+    _P + "jobs_taken_over_total",
+    "Jobs restarted here because their worker died (their lease ran out)",
+    registry=REGISTRY,
+)
+JOBS_PARKED = Gauge(
+    _P + "jobs_parked",
+    "Jobs waiting for their provider's own limit, their worker slot given back meanwhile",
+    registry=REGISTRY,
+)
 ATTEMPTS_RESTARTED = Counter(
     _P + "attempts_restarted_total",
     "Attempts started over from empty text after a broken stream",

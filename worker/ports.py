@@ -29,6 +29,8 @@ class Queue(Protocol):
 
     async def extend(self, deliveries: Sequence[Delivery], *, seconds: int) -> None: ...
 
+    async def send(self, job_id: uuid.UUID) -> None: ...
+
 
 class Claims(Protocol):
     """The store as the supervisor and runner see it."""
@@ -42,6 +44,8 @@ class Claims(Protocol):
         restart: uuid.UUID | None = None,
     ) -> Claim | ClaimRefused: ...
 
+    async def take_over(self, limit: int, *, lease_s: float) -> list[Claim]: ...
+
 
 class Flushes(Protocol):
     """The store as the writer sees it."""
@@ -50,9 +54,7 @@ class Flushes(Protocol):
         self, items: Sequence[FlushItem], *, lease_s: float
     ) -> list[FlushResult]: ...
 
-    async def settle_cancelled(
-        self, job_id: uuid.UUID, lease: uuid.UUID, response_data: dict[str, Any]
-    ) -> None: ...
+    async def settle_cancelled(self, tail: FlushItem, response_data: dict[str, Any]) -> None: ...
 
 
 class Completer(Protocol):
@@ -86,6 +88,8 @@ class Buffer(Protocol):
     def claim(self) -> Claim: ...
 
     def append(self, text: str) -> None: ...
+
+    def append_reasoning(self, text: str) -> None: ...
 
     def stoppable(self) -> contextlib.AbstractAsyncContextManager[None]: ...
 

@@ -9,8 +9,10 @@ demo, the benchmark), which bring their own SQL.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeAlias, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
@@ -46,15 +48,82 @@ class DatabaseUnavailable(Exception):
     """
 
 
-async def create_pool(dsn: str, *, max_size: int) -> Pool:
-    """The worker's pool: sessions named `streaming-worker`, no reset query on release."""
-    return await asyncpg.create_pool(
-        dsn,
-        min_size=1,
-        max_size=max_size,
-        reset=_keep_session,
-        server_settings={"application_name": APPLICATION_NAME},
+class DatabaseUrlInvalid(ValueError):
+    """DATABASE_URL is not a PostgreSQL URL; the message says what is wrong, never the password."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a DSN points: everything an operator needs to check, and no password."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+
+    @classmethod
+    def of(cls, dsn: str) -> Endpoint:
+        parts = urlsplit(dsn)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise DatabaseUrlInvalid(
+                "DATABASE_URL must look like postgresql://user:password@host:port/database"
+            )
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            raise DatabaseUrlInvalid("DATABASE_URL has a port that is not a number") from None
+        query = parse_qs(parts.query)
+        host = parts.hostname or (query.get("host") or ["localhost"])[0]
+        user = unquote(parts.username or "") or "postgres"
+        return cls(host=host, port=port, database=parts.path.lstrip("/") or user, user=user)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}, database '{self.database}'"
+
+
+# Refusals that name the cause better than "unavailable": the operator's configuration.
+_NO_DATABASE = asyncpg.InvalidCatalogNameError
+_REFUSED_LOGIN = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+
+
+def explain(endpoint: Endpoint, exc: BaseException) -> str:
+    """One sentence: what could not be reached, why, and what to check."""
+    if isinstance(exc, _NO_DATABASE):
+        return (
+            f"PostgreSQL at {endpoint.host}:{endpoint.port} has no database "
+            f"'{endpoint.database}': create it, or fix the database in DATABASE_URL"
+        )
+    if isinstance(exc, _REFUSED_LOGIN):
+        return (
+            f"PostgreSQL at {endpoint} refused user '{endpoint.user}' ({exc}): "
+            "check the user and password in DATABASE_URL"
+        )
+    reason = str(exc) or type(exc).__name__
+    return (
+        f"cannot reach PostgreSQL at {endpoint} ({reason}): check that the server is running "
+        "and that DATABASE_URL names the right host and port"
     )
+
+
+async def create_pool(dsn: str, *, max_size: int) -> Pool:
+    """The worker's pool: sessions named `streaming-worker`, no reset query on release.
+
+    Raises DatabaseUrlInvalid for a malformed DATABASE_URL, and DatabaseUnavailable with a
+    sentence naming host, port and database (never the password) when it cannot connect.
+    """
+    endpoint = Endpoint.of(dsn)
+    try:
+        pool: Pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            reset=_keep_session,
+            server_settings={"application_name": APPLICATION_NAME},
+            timeout=CONNECT_TIMEOUT_S,
+        )
+    except (*CONNECTION_ERRORS, _NO_DATABASE, *_REFUSED_LOGIN) as exc:
+        raise DatabaseUnavailable(explain(endpoint, exc)) from None
+    return pool
 
 
 async def connect(dsn: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Connection:

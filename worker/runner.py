@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from tenacity.wait import wait_exponential_jitter
 from worker import metrics
 from worker.answer import Progress, response_data
 from worker.errors import (
+    ContentFiltered,
     InternalError,
     JobError,
     ProviderTimeout,
@@ -23,9 +25,17 @@ from worker.errors import (
     TransientError,
 )
 from worker.jobs import Claim, Ending, JobRequest, Outcome, Status, parse_request
-from worker.llm.events import Answered, Routed, TextDelta
+from worker.llm.events import (
+    Answered,
+    ReasoningDelta,
+    RefusalDelta,
+    Routed,
+    TextDelta,
+    ToolCallDelta,
+)
 from worker.llm.target import Target
 from worker.ports import Buffer, Claims, Completer, Sink
+from worker.slots import Slots
 from worker.store import ClaimRefused
 from worker.writer import JobStopped
 
@@ -67,6 +77,7 @@ class JobRunner:
         store: Claims,
         writer: Sink[Any],
         llm: Completer,
+        slots: Slots,
         timeouts: Timeouts,
         provider_retries: int,
         max_attempts: int,
@@ -75,6 +86,7 @@ class JobRunner:
         self._store = store
         self._writer = writer
         self._llm = llm
+        self._slots = slots
         self._timeouts = timeouts
         self._provider_retries = provider_retries
         self._max_attempts = max_attempts
@@ -157,12 +169,15 @@ class JobRunner:
         deadline = job.started + job.timeouts.job_s
         try:
             # The provider's slot is awaited outside the first-token timeout: a job queued
-            # behind its provider's limit waits (up to the job timeout) instead of failing.
+            # behind its provider's limit waits (up to the job timeout) instead of failing,
+            # and gives its worker slot to other models' jobs while it waits.
             async with (
                 buffer.stoppable(),
                 asyncio.timeout(deadline - time.monotonic()),
-                self._llm.permit(job.target),
+                contextlib.AsyncExitStack() as permitted,
             ):
+                async with self._slots.parked_while():
+                    await permitted.enter_async_context(self._llm.permit(job.target))
                 answered = await self._stream(buffer, job, progress, deadline)
         except JobStopped as stopped:
             if not stopped.cancelled:
@@ -176,21 +191,24 @@ class JobRunner:
         except JobError as error:
             return self._failed(buffer, job, progress, error)
         usage = answered.usage or self._llm.count_tokens(
-            job.target, job.request, progress.text.getvalue()
+            job.target, job.request, progress.all_output()
         )
-        return Outcome(
-            Ending.COMPLETED,
-            response_data=response_data(
-                model=answered.model,
-                provider=answered.provider,
-                finish_reason=answered.finish_reason,
-                usage=usage,
-                cost_usd=self._llm.cost_usd(job.target, usage, answered=answered),
-                progress=progress,
-                started=job.started,
-                attempts=buffer.claim.attempt,
-            ),
+        data = response_data(
+            model=answered.model,
+            provider=answered.provider,
+            finish_reason=answered.finish_reason,
+            usage=usage,
+            cost_usd=self._llm.cost_usd(job.target, usage, answered=answered),
+            progress=progress,
+            started=job.started,
+            attempts=buffer.claim.attempt,
+            thinking_blocks=answered.thinking_blocks,
         )
+        if answered.finish_reason == "content_filter":
+            # The provider stopped the answer for its content policy: the text so far stays.
+            filtered = ContentFiltered("the provider's content filter stopped the answer")
+            return Outcome(Ending.FAILED, error=filtered, response_data=data)
+        return Outcome(Ending.COMPLETED, response_data=data)
 
     async def _stream(
         self, buffer: Buffer, job: _Job, progress: Progress, deadline: float
@@ -223,26 +241,33 @@ class JobRunner:
         try:
             async with asyncio.timeout(job.timeouts.first_token_s) as deadline:
                 async for event in self._llm.stream(job.target, job.request):
+                    # Any token moves the row to `streaming` and meets the first-token
+                    # timeout (text first: the fast path); every one counts as activity.
                     if type(event) is TextDelta:
                         if progress.first_token_at is None:
                             progress.first_token_at = _first_token(job.target, progress)
-                        progress.text.write(event.text)
+                        progress.add_text(event.text)
                         buffer.append(event.text)
-                        now = loop.time()
-                        if now - moved_at >= step:
-                            deadline.reschedule(now + stall_s)
-                            moved_at = now
                     elif type(event) is Routed:
                         progress.provider = event.provider
-                    else:
-                        assert type(event) is Answered
+                        continue
+                    elif type(event) is Answered:
                         answered = event
+                        continue
+                    else:
+                        if progress.first_token_at is None:
+                            progress.first_token_at = _first_token(job.target, progress)
+                        _take_rich(event, progress, buffer)
+                    now = loop.time()
+                    if now - moved_at >= step:
+                        deadline.reschedule(now + stall_s)
+                        moved_at = now
             assert answered is not None, "a stream ends with Answered or raises"
             metrics.STREAM_DURATION.labels(
                 job.target.label, answered.provider or "unknown"
             ).observe(time.monotonic() - progress.call_started_at)
         except TimeoutError:
-            if progress.has_text:
+            if progress.has_output:
                 raise _TextArrived(
                     StreamBroken(f"the stream was silent for {stall_s:g} s")
                 ) from None
@@ -250,7 +275,7 @@ class JobRunner:
                 f"no first token within {job.timeouts.first_token_s:g} s"
             ) from None
         except TransientError as error:
-            if progress.has_text:
+            if progress.has_output:
                 raise _TextArrived(error) from None
             raise
         return answered
@@ -268,8 +293,10 @@ class JobRunner:
             claim.job_id, message_id=job.message_id, lease_s=self._lease_s, restart=claim.lease
         )
         if isinstance(restarted, ClaimRefused):
-            cancelled = restarted.status is Status.CANCELLED
-            return Outcome(Ending.CANCELLED if cancelled else Ending.LOST)
+            if restarted.status is not Status.CANCELLED:
+                return Outcome(Ending.LOST)
+            partial = self._partial(buffer, job, progress, "cancelled")
+            return await self._end(buffer, Outcome(Ending.CANCELLED, response_data=partial))
         return restarted
 
     async def _end(self, buffer: Buffer, outcome: Outcome) -> Outcome:
@@ -300,8 +327,8 @@ class JobRunner:
         provider called last, and the tokens of the text so far, counted, and their price."""
         model, provider = self._llm.called(job.target)
         usage = None
-        if progress.has_text or progress.provider is not None:
-            usage = self._llm.count_tokens(job.target, job.request, progress.text.getvalue())
+        if progress.has_output or progress.provider is not None:
+            usage = self._llm.count_tokens(job.target, job.request, progress.all_output())
         return response_data(
             model=model,
             provider=progress.provider or provider,
@@ -312,6 +339,19 @@ class JobRunner:
             started=job.started,
             attempts=buffer.claim.attempt,
         )
+
+
+def _take_rich(event: object, progress: Progress, buffer: Buffer) -> None:
+    """Reasoning, refusal and tool-call fragments (text has its own fast path)."""
+    if type(event) is ReasoningDelta:
+        progress.add_reasoning(event.text)
+        buffer.append_reasoning(event.text)
+    elif type(event) is RefusalDelta:
+        progress.add_refusal(event.text)
+        buffer.append(event.text)
+    elif type(event) is ToolCallDelta:
+        # Assembled here and shown at the end, in response_data (contract section 8).
+        progress.add_tool_fragment(event.index, event.id, event.name, event.arguments)
 
 
 def _first_token(target: Target, progress: Progress) -> float:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -33,6 +33,9 @@ class Settings(BaseSettings):
 
     models_file: Path = Path("config/models.yaml")
     allow_unlisted_models: bool = False
+    # Hosts whose media URLs LiteLLM may fetch for providers that need the bytes inline
+    # (contract 8): comma-separated in WORKER_MEDIA_URL_HOSTS, none by default.
+    media_url_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     concurrency: int = Field(16, ge=1, le=10_000)
     metrics_port: int = Field(9100, ge=0, le=65535)
     shutdown_grace_s: float = Field(25.0, ge=0)
@@ -45,7 +48,8 @@ class Settings(BaseSettings):
 
     receive_wait_s: int = Field(20, ge=0, le=20)
     visibility_timeout_s: int = Field(60, ge=5, le=43_200)
-    lease_s: float = Field(30.0, ge=3)
+    lease_s: float = Field(10.0, ge=3)
+    takeover_interval_s: float = Field(2.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     orphaned_after_s: float = Field(300.0, gt=0)
     orphan_sweep_interval_s: float = Field(60.0, gt=0)
@@ -56,6 +60,14 @@ class Settings(BaseSettings):
 
     queue_depth_interval_s: float = Field(15.0, gt=0)
     health_stall_s: float = Field(60.0, gt=0)
+    startup_timeout_s: float = Field(120.0, gt=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("media_url_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(host.strip() for host in value.split(",") if host.strip())
+        return value

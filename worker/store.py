@@ -33,6 +33,7 @@ from worker.postgres import (
     connect,
     create_pool,
 )
+from worker.schema import MIGRATIONS
 
 _STATEMENT_TIMEOUT_S = 30.0
 _CLAIM_RETRY_S = 30.0
@@ -42,66 +43,6 @@ _CLAIM_RACES = 3
 # Serialises concurrent `migrate` runs (several workers starting at once).
 _MIGRATION_LOCK_ID = 0x5357_4D49  # "SWMI"
 
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE IF NOT EXISTS ai_streaming_jobs (
-        id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-        user_id text,
-        conversation_id text,
-        status text NOT NULL DEFAULT 'pending'
-            CHECK (status IN ('pending', 'processing', 'streaming',
-                              'completed', 'failed', 'cancelled')),
-        request_data jsonb NOT NULL,
-        partial_content text NOT NULL DEFAULT '',
-        response_data jsonb,
-        error_message text,
-        error_code text,
-        attempts integer NOT NULL DEFAULT 0,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        started_at timestamptz,
-        updated_at timestamptz NOT NULL DEFAULT now(),
-        completed_at timestamptz
-    );
-    ALTER TABLE ai_streaming_jobs
-        ADD COLUMN IF NOT EXISTS lease_token uuid,
-        ADD COLUMN IF NOT EXISTS lease_message_id text,
-        ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz,
-        ADD COLUMN IF NOT EXISTS delta_seq integer NOT NULL DEFAULT 0;
-    CREATE INDEX IF NOT EXISTS ai_streaming_jobs_active_lease
-        ON ai_streaming_jobs (lease_expires_at) WHERE status IN ('processing', 'streaming');
-    CREATE INDEX IF NOT EXISTS ai_streaming_jobs_completed_at
-        ON ai_streaming_jobs (completed_at) WHERE completed_at IS NOT NULL;
-    CREATE TABLE IF NOT EXISTS ai_streaming_job_deltas (
-        job_id uuid NOT NULL,
-        attempt integer NOT NULL,
-        seq integer NOT NULL,
-        content text NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (job_id, attempt, seq)
-    );
-    """,
-    # When the orphan sweep last sent a fresh message for a job whose worker vanished.
-    """
-    ALTER TABLE ai_streaming_jobs ADD COLUMN IF NOT EXISTS requeued_at timestamptz;
-    """,
-    # The row is no longer written on every flush (the deltas are): its fence counts only
-    # the deltas whose text `partial_content` already holds.
-    """
-    ALTER TABLE ai_streaming_jobs RENAME COLUMN delta_seq TO content_seq;
-    """,
-    # Keep row updates on their page: room on every page (fillfactor), and an index that a
-    # status change or a `partial_content` refresh does not touch. Such an update is HOT: no
-    # new index entries and no lock record (measured: 11% less WAL at the default refresh).
-    # The lease is cleared when an attempt ends, so the index holds only running jobs.
-    """
-    ALTER TABLE ai_streaming_jobs SET (fillfactor = 70);
-    UPDATE ai_streaming_jobs SET lease_expires_at = NULL
-    WHERE lease_expires_at IS NOT NULL AND status NOT IN ('processing', 'streaming');
-    DROP INDEX IF EXISTS ai_streaming_jobs_active_lease;
-    CREATE INDEX IF NOT EXISTS ai_streaming_jobs_lease
-        ON ai_streaming_jobs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
-    """,
-)
 
 # One statement claims a whole batch. A job is claimable when `pending`, or when its lease
 # ran out (its worker vanished) or is the one `restart` names (this worker's broken attempt).
@@ -117,7 +58,8 @@ WITH batch AS (
 claimed AS (
     UPDATE ai_streaming_jobs j
     SET status = 'processing', attempts = j.attempts + 1, partial_content = '',
-        content_seq = 0, lease_token = b.lease, lease_message_id = b.message_id,
+        reasoning_content = '', content_seq = 0, lease_token = b.lease,
+        lease_message_id = b.message_id,
         lease_expires_at = now() + make_interval(secs => b.lease_s), requeued_at = NULL,
         started_at = coalesce(j.started_at, now()), updated_at = now(),
         response_data = NULL, error_code = NULL, error_message = NULL, completed_at = NULL
@@ -127,6 +69,17 @@ claimed AS (
            OR (j.status IN ('processing', 'streaming')
                AND (j.lease_expires_at < now() OR j.lease_token = b.restart)))
     RETURNING j.id, j.lease_token, j.attempts
+),
+-- A job the app cancelled before any worker ended it still gets its ending filled in.
+settled AS (
+    UPDATE ai_streaming_jobs j
+    SET completed_at = coalesce(j.completed_at, now()),
+        response_data = coalesce(j.response_data, jsonb_build_object(
+            'model', NULL, 'provider', NULL, 'finish_reason', 'cancelled', 'usage', NULL,
+            'cost_usd', NULL, 'ttft_ms', NULL, 'duration_ms', NULL, 'attempts', j.attempts))
+    FROM batch b
+    WHERE j.id = b.id AND j.status = 'cancelled'
+      AND (j.completed_at IS NULL OR j.response_data IS NULL)
 )
 SELECT c.attempts AS claimed_attempts, j.lease_token = b.lease AS ours, j.attempts,
        j.status, j.request_data::text, j.lease_message_id,
@@ -137,6 +90,46 @@ FROM batch b
 LEFT JOIN ai_streaming_jobs j ON j.id = b.id
 LEFT JOIN claimed c ON c.id = b.id AND c.lease_token = b.lease
 ORDER BY b.ord
+"""
+
+# Jobs whose worker died (their lease ran out), restarted by a live worker with free slots:
+# attempts + 1 and the text reset, as a claim does, under lease tokens the caller made, so
+# that a retry after a lost connection finds the jobs its lost try took (`mine`) instead of
+# counting them again. SKIP LOCKED: workers sweeping at once take different jobs.
+_TAKE_OVER = """
+WITH tokens AS (
+    SELECT token, n FROM unnest($1::uuid[]) WITH ORDINALITY AS t(token, n)
+),
+mine AS (
+    SELECT id, attempts, lease_token, request_data FROM ai_streaming_jobs
+    WHERE lease_token = ANY($1::uuid[]) AND status IN ('processing', 'streaming')
+),
+unused AS (
+    SELECT token, row_number() OVER (ORDER BY n) AS n FROM tokens
+    WHERE token NOT IN (SELECT lease_token FROM mine)
+),
+expired AS (
+    SELECT id, row_number() OVER (ORDER BY lease_expires_at) AS n FROM (
+        SELECT id, lease_expires_at FROM ai_streaming_jobs
+        WHERE lease_expires_at < now() AND status IN ('processing', 'streaming')
+        ORDER BY lease_expires_at
+        LIMIT (SELECT count(*) FROM unused)
+        FOR UPDATE SKIP LOCKED
+    ) e
+),
+taken AS (
+    UPDATE ai_streaming_jobs j
+    SET status = 'processing', attempts = j.attempts + 1, partial_content = '',
+        reasoning_content = '', content_seq = 0, lease_token = u.token,
+        lease_message_id = NULL, lease_expires_at = now() + make_interval(secs => $2),
+        requeued_at = NULL, updated_at = now()
+    FROM expired e JOIN unused u ON u.n = e.n
+    WHERE j.id = e.id
+    RETURNING j.id, j.attempts, j.lease_token, j.request_data
+)
+SELECT id, attempts, lease_token, request_data::text FROM taken
+UNION ALL
+SELECT id, attempts, lease_token, request_data::text FROM mine
 """
 
 # Jobs whose worker vanished and whose message is gone too (deleted, dead-lettered): the
@@ -179,9 +172,10 @@ _FLUSH = """
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::text[],
                          $6::text[], $7::int[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::bool[], $14::bool[]) WITH ORDINALITY
+                         $11::text[], $12::bool[], $14::bool[], $15::text[],
+                         $16::text[]) WITH ORDINALITY
         AS b(id, lease, attempt, seq, delta, refresh, refresh_from, status, response_data,
-             error_code, error_message, touch, renew, ord)
+             error_code, error_message, touch, renew, reasoning, refresh_reasoning, ord)
 ),
 current AS (
     SELECT b.ord, j.id, j.status, j.lease_token = b.lease AS leased, j.content_seq,
@@ -189,10 +183,10 @@ current AS (
     FROM batch b LEFT JOIN ai_streaming_jobs j ON j.id = b.id
 ),
 inserted AS (
-    INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content)
-    SELECT b.id, b.attempt, b.seq, b.delta
+    INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content, reasoning)
+    SELECT b.id, b.attempt, b.seq, b.delta, b.reasoning
     FROM batch b JOIN current c ON c.ord = b.ord
-    WHERE c.active AND b.delta <> ''
+    WHERE c.active AND (b.delta <> '' OR b.reasoning IS NOT NULL)
       AND NOT EXISTS (SELECT FROM ai_streaming_job_deltas d
                       WHERE d.job_id = b.id AND d.attempt = b.attempt AND d.seq = b.seq)
 ),
@@ -201,6 +195,8 @@ updated AS (
     SET status = coalesce(b.status, j.status),
         partial_content = CASE WHEN b.refresh IS NULL THEN j.partial_content
                                ELSE j.partial_content || b.refresh END,
+        reasoning_content = CASE WHEN b.refresh_reasoning IS NULL THEN j.reasoning_content
+                                 ELSE j.reasoning_content || b.refresh_reasoning END,
         content_seq = CASE WHEN b.refresh IS NULL THEN j.content_seq ELSE b.seq END,
         updated_at = CASE WHEN b.refresh IS NOT NULL OR b.status IS NOT NULL
                           THEN now() ELSE j.updated_at END,
@@ -223,12 +219,34 @@ FROM current c LEFT JOIN updated u ON u.id = c.id
 ORDER BY c.ord
 """
 
-# A cancelled row keeps its status and text; the worker only fills in what the app left empty.
+# A cancelled row keeps its status; the worker fills in what the app left empty, and its
+# text catches up with what streamed before the stop, once: the attempt's last delta is
+# inserted (unless a retry already did) and the row's text refreshed where it still holds
+# `refresh_from` deltas' text (a retry finds `content_seq` moved on and appends nothing).
 _SETTLE_CANCELLED = """
-UPDATE ai_streaming_jobs
-SET completed_at = coalesce(completed_at, now()),
-    response_data = coalesce(response_data, $3::jsonb), lease_expires_at = NULL
-WHERE id = $1 AND lease_token = $2 AND status = 'cancelled'
+WITH mine AS (
+    SELECT id, content_seq FROM ai_streaming_jobs
+    WHERE id = $1 AND lease_token = $2 AND status = 'cancelled'
+    FOR UPDATE
+),
+inserted AS (
+    INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content, reasoning)
+    SELECT $1, $4, $5, $6, $7 FROM mine
+    WHERE ($6 <> '' OR $7::text IS NOT NULL)
+      AND NOT EXISTS (SELECT FROM ai_streaming_job_deltas d
+                      WHERE d.job_id = $1 AND d.attempt = $4 AND d.seq = $5)
+)
+UPDATE ai_streaming_jobs j
+SET completed_at = coalesce(j.completed_at, now()),
+    response_data = coalesce(j.response_data, $3::jsonb), lease_expires_at = NULL,
+    partial_content = CASE WHEN m.content_seq = $8 THEN j.partial_content || $9
+                           ELSE j.partial_content END,
+    reasoning_content = CASE WHEN m.content_seq = $8 THEN j.reasoning_content || $10
+                             ELSE j.reasoning_content END,
+    content_seq = CASE WHEN m.content_seq = $8 THEN $5 ELSE j.content_seq END,
+    updated_at = now()
+FROM mine m
+WHERE j.id = m.id
 """
 
 _PURGE_DELTAS = """
@@ -244,14 +262,18 @@ class StoreUnavailable(DatabaseUnavailable):
 
 @dataclass(frozen=True, slots=True)
 class ClaimRefused:
-    """Why a job could not be claimed: no row, already ended, or leased to a live attempt."""
+    """Why a job could not be claimed: no row (no status), already ended, or leased to a live
+    attempt."""
 
-    exists: bool
     status: Status | None = None
     lease_left_s: float = 0.0
     leased_by_message: str | None = None
     # Another claim took the row while this one was being made: ask again to see the winner.
     contended: bool = False
+
+    @property
+    def exists(self) -> bool:
+        return self.status is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +303,10 @@ class FlushItem:
     error_code: str | None
     error_message: str | None
     renew: bool
+    # The reasoning text this delta adds (None when none), and what a refresh appends to
+    # `reasoning_content` (None when nothing, or no refresh).
+    reasoning: str | None = None
+    refresh_reasoning: str | None = None
 
     @property
     def touch(self) -> bool:
@@ -392,6 +418,30 @@ class JobStore:
             )
         return [_claim_result(row, request) for row, request in zip(rows, requests, strict=True)]
 
+    async def take_over(self, limit: int, *, lease_s: float) -> list[Claim]:
+        """Restart up to `limit` jobs whose lease ran out; retry-safe (see _TAKE_OVER)."""
+        tokens = [uuid.uuid4() for _ in range(limit)]
+        async for retry in AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2),
+            stop=stop_after_delay(_CLAIM_RETRY_S),
+            reraise=True,
+        ):
+            with retry:
+                async with self._pooled() as conn:
+                    rows = await conn.fetch(
+                        _TAKE_OVER, tokens, lease_s, timeout=_STATEMENT_TIMEOUT_S
+                    )
+        return [
+            Claim(
+                job_id=row["id"],
+                attempt=row["attempts"],
+                lease=row["lease_token"],
+                request_data=json.loads(row["request_data"]),
+            )
+            for row in rows
+        ]
+
     async def sweep_orphans(
         self, *, orphaned_after_s: float, max_attempts: int
     ) -> list[tuple[uuid.UUID, Status]]:
@@ -426,21 +476,31 @@ class JobStore:
                     [item.touch for item in items],
                     lease_s,
                     [item.renew for item in items],
+                    [item.reasoning for item in items],
+                    [item.refresh_reasoning for item in items],
                     timeout=_STATEMENT_TIMEOUT_S,
                 )
         return [_flush_result(row, item) for row, item in zip(rows, items, strict=True)]
 
-    async def settle_cancelled(
-        self, job_id: uuid.UUID, lease: uuid.UUID, response_data: dict[str, Any]
-    ) -> None:
+    async def settle_cancelled(self, tail: FlushItem, response_data: dict[str, Any]) -> None:
+        """End this attempt's part in a job the app cancelled: `tail` is its text not yet
+        committed (as the next delta, and as the refresh of the row's text). Retry-safe."""
         async with self._writer_connection() as conn:
-            await conn.execute(
-                _SETTLE_CANCELLED,
-                job_id,
-                lease,
-                json.dumps(response_data),
-                timeout=_STATEMENT_TIMEOUT_S,
-            )
+            with _retry_on_conflict():
+                await conn.execute(
+                    _SETTLE_CANCELLED,
+                    tail.job_id,
+                    tail.lease,
+                    json.dumps(response_data),
+                    tail.attempt,
+                    tail.seq,
+                    tail.delta,
+                    tail.reasoning,
+                    tail.refresh_from,
+                    tail.refresh or "",
+                    tail.refresh_reasoning or "",
+                    timeout=_STATEMENT_TIMEOUT_S,
+                )
 
     async def purge_deltas(self, *, retention_s: float) -> int:
         async with self._pooled() as conn:
@@ -500,9 +560,8 @@ def _claim_result(row: Record, request: _ClaimRequest) -> Claim | ClaimRefused:
             request_data=json.loads(row["request_data"]),
         )
     if row["status"] is None:
-        return ClaimRefused(exists=False)
+        return ClaimRefused()
     return ClaimRefused(
-        exists=True,
         status=Status(row["status"]),
         lease_left_s=row["lease_left_s"] or 0.0,
         leased_by_message=row["lease_message_id"],

@@ -7,13 +7,12 @@ then the rest are handed back (row to `pending`, message visible at once) for an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from tenacity import (
@@ -24,10 +23,12 @@ from tenacity import (
 )
 
 from worker import metrics
-from worker.jobs import Delivery, Ending, Outcome
+from worker.jobs import Claim, Delivery, Ending, Outcome
 from worker.ports import Claims, Queue, Runner
 from worker.queue import QueueUnavailable
-from worker.store import ClaimRefused
+from worker.slots import Slots
+from worker.store import ClaimRefused, StoreUnavailable
+from worker.waiting import unless_set
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -75,10 +76,14 @@ class QueuePolicy:
     # Past this, a running job's message is no longer kept invisible (a wedged job's message
     # comes back and its lease decides who runs it).
     max_invisible_s: float
+    # How often free slots look for jobs whose worker died (their lease ran out), to restart
+    # them at once rather than when their message comes back; None: never.
+    takeover_interval_s: float | None = None
 
 
 class Supervisor:
-    """Owns the receive loop, the running jobs' tasks and their visibility heartbeat."""
+    """Owns the receive loop, the running jobs' tasks, their visibility heartbeat, and the
+    takeover of jobs whose worker died."""
 
     def __init__(
         self,
@@ -86,7 +91,7 @@ class Supervisor:
         queue: Queue,
         store: Claims,
         runner: Runner,
-        concurrency: int,
+        slots: Slots,
         policy: QueuePolicy,
         shutdown_grace_s: float,
         mode: Mode = Mode.DAEMON,
@@ -94,18 +99,18 @@ class Supervisor:
         self._queue = queue
         self._store = store
         self._runner = runner
-        self._concurrency = concurrency
+        self._slots = slots
         self._policy = policy
         self._grace_s = shutdown_grace_s
         self._mode = mode
-        self._running: dict[asyncio.Task[None], Delivery] = {}
+        # Each running job's task, with the message it came by (None: taken over).
+        self._running: dict[asyncio.Task[None], Delivery | None] = {}
         # Messages kept invisible by the heartbeat, with when each was received.
         self._invisible: dict[str, tuple[Delivery, float]] = {}
-        self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self.outcomes: Counter[Disposition] = Counter()
         self.last_progress = time.monotonic()
-        metrics.CONCURRENCY_LIMIT.set(concurrency)
+        metrics.CONCURRENCY_LIMIT.set(slots.limit)
 
     @property
     def stopping(self) -> bool:
@@ -113,7 +118,7 @@ class Supervisor:
 
     def is_alive(self, stall_limit_s: float) -> bool:
         """The receive loop went round recently, or is rightly waiting for a free slot."""
-        full = len(self._running) >= self._concurrency
+        full = self._slots.free <= 0
         return full or time.monotonic() - self.last_progress < stall_limit_s
 
     def stop(self) -> None:
@@ -123,10 +128,13 @@ class Supervisor:
     async def run(self) -> Counter[Disposition]:
         """Receive and run jobs until the mode's end or `stop()`; returns outcome counts."""
         async with asyncio.TaskGroup() as housekeeping:
-            heartbeat = housekeeping.create_task(self._extend_visibility())
+            beside = [housekeeping.create_task(self._extend_visibility())]
+            if self._policy.takeover_interval_s is not None and self._mode is not Mode.ONCE:
+                beside.append(housekeeping.create_task(self._take_over_expired()))
             await self._receive_loop()
+            for task in beside:
+                task.cancel()
             await self._finish_running()
-            heartbeat.cancel()
         counts = {disposition.value: n for disposition, n in self.outcomes.items()}
         log.info("shutdown_complete", mode=self._mode.value, **counts)
         return self.outcomes
@@ -140,7 +148,12 @@ class Supervisor:
             deliveries = await self._until_stopped(self._receive(free))
             if deliveries is None:
                 return
-            for delivery in deliveries:
+            for index, delivery in enumerate(deliveries):
+                if self._slots.free <= 0:
+                    # Taken-over jobs filled the slots during the long poll: give it back.
+                    for extra in deliveries[index:]:
+                        await self._show_again(extra, seconds=0)
+                    break
                 self._start(delivery)
             if self._mode is Mode.ONCE or (
                 self._mode is Mode.DRAIN and not deliveries and not self._running
@@ -148,10 +161,7 @@ class Supervisor:
                 return
 
     async def _free_slots(self) -> int:
-        while len(self._running) >= self._concurrency:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-        return self._concurrency - len(self._running)
+        return await self._slots.wait_free()
 
     async def _receive(self, free: int) -> list[Delivery]:
         """Receive, backing off while SQS is unreachable or throttling (running jobs go on)."""
@@ -172,9 +182,13 @@ class Supervisor:
         raise AssertionError("unreachable: retries until SQS answers or shutdown cancels")
 
     def _start(self, delivery: Delivery) -> None:
-        task = asyncio.create_task(self._handle(delivery), name=f"job-{delivery.message_id}")
-        self._running[task] = delivery
         self._invisible[delivery.receipt_handle] = (delivery, time.monotonic())
+        self._track(self._handle(delivery), delivery, name=f"job-{delivery.message_id}")
+
+    def _track(self, work: Coroutine[Any, Any, None], delivery: Delivery | None, name: str) -> None:
+        self._slots.take()
+        task = asyncio.create_task(work, name=name)
+        self._running[task] = delivery
         metrics.JOBS_IN_FLIGHT.set(len(self._running))
         task.add_done_callback(self._job_done)
 
@@ -183,7 +197,46 @@ class Supervisor:
         if delivery is not None:
             self._invisible.pop(delivery.receipt_handle, None)
         metrics.JOBS_IN_FLIGHT.set(len(self._running))
-        self._slot_freed.set()
+        self._slots.give_back()
+
+    async def _take_over_expired(self) -> None:
+        """Restart, in free slots, jobs whose lease ran out: their worker died (kill -9, an
+        OOM kill). Without this they would wait for their message to come back, a whole
+        visibility timeout. Their message, when it does, finds them running and is deleted."""
+        assert self._policy.takeover_interval_s is not None
+        while True:
+            await asyncio.sleep(self._policy.takeover_interval_s)
+            free = self._slots.free
+            if free <= 0 or self.stopping:
+                continue
+            try:
+                claims = await self._store.take_over(free, lease_s=self._policy.lease_s)
+            except StoreUnavailable as error:
+                log.warning("takeover_failed", error=str(error))
+                continue
+            for claim in claims:
+                self._track(self._handle_taken(claim), None, name=f"job-{claim.job_id}")
+
+    async def _handle_taken(self, claim: Claim) -> None:
+        structlog.contextvars.bind_contextvars(job_id=str(claim.job_id), message_id=None)
+        metrics.JOBS_TAKEN_OVER.inc()
+        log.info("job_taken_over", attempt=claim.attempt)
+        try:
+            outcome = await self._runner.run(claim, message_id=None)
+            self.outcomes[self._ended(outcome)] += 1
+        except asyncio.CancelledError:
+            self.outcomes[Disposition.HANDED_BACK] += 1
+            metrics.JOBS_RELEASED.inc()
+            # It came by no message: the handed-back job needs one to be found again.
+            try:
+                await self._queue.send(claim.job_id)
+            except QueueUnavailable as error:
+                log.warning("message_send_failed", error=str(error))
+            log.info("job_released")
+            raise
+        except Exception:
+            self.outcomes[Disposition.CRASHED] += 1
+            log.exception("job_crashed")
 
     async def _finish_running(self) -> None:
         """Wait for running jobs; once stopping, only for the grace period, then hand back."""
@@ -260,10 +313,14 @@ class Supervisor:
         return Disposition.DUPLICATE
 
     async def _after(self, delivery: Delivery, outcome: Outcome) -> Disposition:
+        if outcome.ending is not Ending.LOST:
+            await self._delete(delivery)
+        return self._ended(outcome)
+
+    def _ended(self, outcome: Outcome) -> Disposition:
         if outcome.ending is Ending.LOST:
             log.warning("lease_lost")
             return Disposition.LOST
-        await self._delete(delivery)
         error = outcome.error
         log.info(
             f"job_{outcome.ending.value}",  # job_completed, job_failed, job_cancelled
@@ -304,18 +361,7 @@ class Supervisor:
 
     async def _until_stopped(self, work: Awaitable[T]) -> T | None:
         """Await `work` unless shutdown begins first, in which case cancel it and return None."""
-        task = asyncio.ensure_future(work)
-        stopped = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return None
+        return await unless_set(self._stopping, work)
 
 
 def _log_receive_retry(state: RetryCallState) -> None:

@@ -1,4 +1,5 @@
-"""The debounced writer: collects the new text of every running job and commits it in batches.
+"""The debounced writer: collects the new text (and reasoning) of every running job and commits
+it in batches.
 
 Appending never awaits the database. One task flushes every `flush_interval_s` (or sooner
 when a job's buffer passes `flush_max_chars`) with one statement for all jobs; a flush that
@@ -40,17 +41,20 @@ class JobStopped(Exception):
 
 @dataclass(eq=False)
 class JobBuffer:
-    """One attempt's text on its way to the database; only the job's own task appends."""
+    """One attempt's text and reasoning on their way to the database; only the job's own
+    task appends."""
 
     claim: Claim
     max_chars: int
     wake_writer: Callable[[], None]
     seq: int = 0  # the last delta committed
-    content_seq: int = 0  # the last delta whose text `partial_content` holds
+    content_seq: int = 0  # the last delta whose text and reasoning the row holds
     pending: list[str] = field(default_factory=list)
+    pending_reasoning: list[str] = field(default_factory=list)
     pending_chars: int = 0
     pending_since: float | None = None
     unrefreshed: list[str] = field(default_factory=list)
+    unrefreshed_reasoning: list[str] = field(default_factory=list)
     unrefreshed_since: float | None = None
     last_seen: float = field(default_factory=time.monotonic)
     last_renewed: float = field(default_factory=time.monotonic)
@@ -62,18 +66,46 @@ class JobBuffer:
 
     @property
     def streaming(self) -> bool:
-        """The row says `streaming`: the first text's delta committed with that status."""
+        """The row says `streaming`: the first delta committed with that status."""
         return self.seq > 0
 
     def append(self, text: str) -> None:
-        if not text:
-            return
+        if text:
+            self._add(self.pending, text)
+
+    def append_reasoning(self, text: str) -> None:
+        if text:
+            self._add(self.pending_reasoning, text)
+
+    def _add(self, pending: list[str], text: str) -> None:
         if self.pending_since is None:
             self.pending_since = time.monotonic()
-        self.pending.append(text)
+        pending.append(text)
         self.pending_chars += len(text)
         if self.pending_chars >= self.max_chars:
             self.wake_writer()
+
+    def tail(self) -> FlushItem:
+        """Everything not yet committed, as the next delta and a refresh of the row's text:
+        how a job the app cancelled catches up as it stops."""
+        delta, reasoning = "".join(self.pending), "".join(self.pending_reasoning) or None
+        new = bool(delta or reasoning)
+        return FlushItem(
+            job_id=self.claim.job_id,
+            lease=self.claim.lease,
+            attempt=self.claim.attempt,
+            seq=self.seq + 1 if new else self.seq,
+            delta=delta,
+            reasoning=reasoning,
+            refresh="".join(self.unrefreshed) + delta,
+            refresh_reasoning="".join(self.unrefreshed_reasoning) + (reasoning or ""),
+            refresh_from=self.content_seq,
+            status=None,
+            response_data=None,
+            error_code=None,
+            error_message=None,
+            renew=False,
+        )
 
     @contextlib.asynccontextmanager
     async def stoppable(self) -> AsyncIterator[None]:
@@ -147,10 +179,9 @@ class StreamWriter:
         return await asyncio.shield(buffer.finished)
 
     async def settle_cancelled(self, buffer: JobBuffer, response_data: dict[str, Any]) -> None:
-        claim = buffer.claim
-        await self._retrying(
-            lambda: self._store.settle_cancelled(claim.job_id, claim.lease, response_data)
-        )
+        """The app cancelled the job: commit the text streamed so far, fill in the ending."""
+        tail = buffer.tail()
+        await self._retrying(lambda: self._store.settle_cancelled(tail, response_data))
 
     def discard(self, buffer: JobBuffer) -> None:
         self._buffers.pop(buffer.claim.lease, None)
@@ -206,26 +237,32 @@ class StreamWriter:
 
     def _take(self, buffer: JobBuffer, now: float) -> _Taken:
         delta = "".join(buffer.pending)
+        reasoning = "".join(buffer.pending_reasoning) or None
+        new = bool(delta or reasoning)
         text_since = buffer.pending_since
-        if delta and buffer.unrefreshed_since is None:
+        if new and buffer.unrefreshed_since is None:
             buffer.unrefreshed_since = text_since
         outcome = buffer.outcome
         status = outcome.ending.row_status if outcome is not None else None
-        if status is None and delta and not buffer.streaming:
-            status = Status.STREAMING  # the first text shows with the first flush
-        refresh = None
+        if status is None and new and not buffer.streaming:
+            status = Status.STREAMING  # the first token of any kind shows with the first flush
+        refresh = refresh_reasoning = None
         if outcome is not None or self._refresh_due(buffer, now):
             refresh = "".join(buffer.unrefreshed) + delta
+            refresh_reasoning = "".join(buffer.unrefreshed_reasoning) + (reasoning or "") or None
         renew = now - buffer.last_renewed >= self._lease_s / 3
-        buffer.pending, buffer.pending_chars, buffer.pending_since = [], 0, None
+        buffer.pending, buffer.pending_reasoning = [], []
+        buffer.pending_chars, buffer.pending_since = 0, None
         error = None if outcome is None else outcome.error
         item = FlushItem(
             job_id=buffer.claim.job_id,
             lease=buffer.claim.lease,
             attempt=buffer.claim.attempt,
-            seq=buffer.seq + 1 if delta else buffer.seq,
+            seq=buffer.seq + 1 if new else buffer.seq,
             delta=delta,
+            reasoning=reasoning,
             refresh=refresh,
+            refresh_reasoning=refresh_reasoning,
             refresh_from=buffer.content_seq,
             status=status,
             response_data=None if outcome is None else outcome.response_data,
@@ -244,6 +281,10 @@ class StreamWriter:
     def _settle(self, taken: _Taken, result: FlushResult, committed: float) -> None:
         buffer, item = taken.buffer, taken.item
         if not result.applied:
+            # Its text goes back, first: a job the app cancelled still commits it (`tail`).
+            buffer.pending.insert(0, item.delta)
+            if item.reasoning is not None:
+                buffer.pending_reasoning.insert(0, item.reasoning)
             self._buffers.pop(buffer.claim.lease, None)
             buffer.refuse(result)
             return
@@ -256,9 +297,13 @@ class StreamWriter:
         if item.refresh is not None:
             buffer.content_seq = item.seq
             buffer.unrefreshed.clear()
+            buffer.unrefreshed_reasoning.clear()
             buffer.unrefreshed_since = None
-        elif item.delta:
-            buffer.unrefreshed.append(item.delta)
+        else:
+            if item.delta:
+                buffer.unrefreshed.append(item.delta)
+            if item.reasoning is not None:
+                buffer.unrefreshed_reasoning.append(item.reasoning)
         if item.status is not None and item.status is not Status.STREAMING:
             self._buffers.pop(buffer.claim.lease, None)
             if buffer.finished is not None and not buffer.finished.done():

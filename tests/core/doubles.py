@@ -41,6 +41,7 @@ class FakeQueue:
     deleted: list[Delivery] = field(default_factory=list)
     shown_again: list[tuple[Delivery, int]] = field(default_factory=list)
     extended: list[Delivery] = field(default_factory=list)
+    sent: list[uuid.UUID] = field(default_factory=list)
 
     async def receive(
         self, max_messages: int, *, wait_s: int, visibility_timeout_s: int
@@ -58,6 +59,9 @@ class FakeQueue:
     async def extend(self, deliveries: Sequence[Delivery], *, seconds: int) -> None:
         self.extended.extend(deliveries)
 
+    async def send(self, job_id: uuid.UUID) -> None:
+        self.sent.append(job_id)
+
 
 @dataclass
 class FakeClaims:
@@ -66,6 +70,9 @@ class FakeClaims:
     refusals: dict[uuid.UUID, ClaimRefused] = field(default_factory=dict)
     calls: list[tuple[uuid.UUID, uuid.UUID | None]] = field(default_factory=list)
     attempts: dict[uuid.UUID, int] = field(default_factory=dict)
+    # Jobs whose lease ran out, for `take_over` to hand out; and how many each call asked.
+    expired: list[uuid.UUID] = field(default_factory=list)
+    takeover_limits: list[int] = field(default_factory=list)
 
     async def claim(
         self,
@@ -83,6 +90,11 @@ class FakeClaims:
         attempt = self.attempts[job_id] = self.attempts.get(job_id, first) + 1
         return claim_for(job_id, attempt=attempt)
 
+    async def take_over(self, limit: int, *, lease_s: float) -> list[Claim]:
+        self.takeover_limits.append(limit)
+        taken, self.expired = self.expired[:limit], self.expired[limit:]
+        return [claim_for(job_id, attempt=2) for job_id in taken]
+
 
 @dataclass
 class ScriptedRunner:
@@ -97,6 +109,11 @@ class ScriptedRunner:
 
     def __post_init__(self) -> None:
         self.gate.set()
+
+    async def wait_started(self, count: int) -> None:
+        while len(self.started) < count:
+            self._changed.clear()
+            await self._changed.wait()
 
     async def wait_running(self, count: int) -> None:
         async with asyncio.timeout(5):
@@ -126,7 +143,7 @@ class FakeFlushes:
     batches: list[list[FlushItem]] = field(default_factory=list)
     refuse: dict[uuid.UUID, Status] = field(default_factory=dict)
     fail_next: int = 0
-    settled: list[tuple[uuid.UUID, dict[str, Any]]] = field(default_factory=list)
+    settled: list[tuple[FlushItem, dict[str, Any]]] = field(default_factory=list)
     written: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def write_flush(self, items: Sequence[FlushItem], *, lease_s: float) -> list[FlushResult]:
@@ -145,16 +162,14 @@ class FakeFlushes:
             for item in items
         ]
 
-    async def settle_cancelled(
-        self, job_id: uuid.UUID, lease: uuid.UUID, response_data: dict[str, Any]
-    ) -> None:
-        self.settled.append((job_id, response_data))
+    async def settle_cancelled(self, tail: FlushItem, response_data: dict[str, Any]) -> None:
+        self.settled.append((tail, response_data))
 
     def items_for(self, job_id: uuid.UUID) -> list[FlushItem]:
         return [item for batch in self.batches for item in batch if item.job_id == job_id]
 
 
-Script = list[str | JobError]
+Script = list[str | JobError | StreamEvent]
 
 
 @dataclass
@@ -163,17 +178,25 @@ class ScriptedCompleter:
 
     scripts: list[Script]
     calls: int = 0
+    finish_reason: str = "stop"
+    thinking_blocks: tuple[dict[str, Any], ...] = ()
+    # The provider's own limit (models-file max_parallel_requests), where the test sets one.
+    limit: asyncio.Semaphore | None = None
     model_timeouts: tuple[float | None, float | None] = (None, None)
 
     def resolve(self, request: JobRequest) -> Target:
         return Target(model=request.model, routed=True)
 
     @contextlib.asynccontextmanager
-    async def _no_limit(self) -> AsyncIterator[None]:
-        yield
+    async def _permit(self) -> AsyncIterator[None]:
+        if self.limit is None:
+            yield
+            return
+        async with self.limit:
+            yield
 
     def permit(self, target: Target) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._no_limit()
+        return self._permit()
 
     async def stream(self, target: Target, request: JobRequest) -> AsyncIterator[StreamEvent]:
         script = self.scripts[min(self.calls, len(self.scripts) - 1)]
@@ -183,15 +206,16 @@ class ScriptedCompleter:
             await asyncio.sleep(0)
             if isinstance(piece, JobError):
                 raise piece
-            yield TextDelta(piece)
+            yield TextDelta(piece) if isinstance(piece, str) else piece
         yield Answered(
             model=target.model,
             provider="fake",
-            finish_reason="stop",
+            finish_reason=self.finish_reason,
             usage=Usage(prompt_tokens=3, completion_tokens=len(script)),
             cost_usd=None,
             deployment=f"fake/{target.model}",
             model_id=None,
+            thinking_blocks=self.thinking_blocks,
         )
 
     def count_tokens(self, target: Target, request: JobRequest, answer: str) -> Usage:

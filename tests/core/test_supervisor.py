@@ -12,6 +12,7 @@ from tests.core.doubles import FakeClaims, FakeQueue, ScriptedRunner, delivery
 from worker import exit_codes
 from worker.exit_codes import ExitCode
 from worker.jobs import Delivery, Ending, Status
+from worker.slots import Slots
 from worker.store import ClaimRefused
 from worker.supervisor import Disposition, Mode, QueuePolicy, Supervisor
 
@@ -26,13 +27,14 @@ def supervisor(
     concurrency: int = 4,
     mode: Mode = Mode.DRAIN,
     grace_s: float = 5,
+    policy: QueuePolicy = POLICY,
 ) -> Supervisor:
     return Supervisor(
         queue=queue,
         store=claims or FakeClaims(),
         runner=runner or ScriptedRunner(),
-        concurrency=concurrency,
-        policy=POLICY,
+        slots=Slots(concurrency, max_parked=concurrency),
+        policy=policy,
         shutdown_grace_s=grace_s,
         mode=mode,
     )
@@ -63,10 +65,10 @@ JOB = uuid.uuid4()
         (None, Ending.FAILED, Disposition.FAILED, True),
         (None, Ending.CANCELLED, Disposition.CANCELLED, True),
         (None, Ending.LOST, Disposition.LOST, False),
-        (ClaimRefused(exists=True, status=Status.COMPLETED), None, Disposition.COMPLETED, True),
-        (ClaimRefused(exists=True, status=Status.FAILED), None, Disposition.FAILED, True),
+        (ClaimRefused(status=Status.COMPLETED), None, Disposition.COMPLETED, True),
+        (ClaimRefused(status=Status.FAILED), None, Disposition.FAILED, True),
         (
-            ClaimRefused(exists=True, status=Status.STREAMING, leased_by_message="other"),
+            ClaimRefused(status=Status.STREAMING, leased_by_message="other"),
             None,
             Disposition.DUPLICATE,
             True,
@@ -95,7 +97,7 @@ async def test_a_job_without_a_row_yet_comes_back_later_and_later(
     receive_count: int, retry_in_s: int
 ) -> None:
     message = delivery(JOB, receive_count=receive_count)
-    outcomes, queue = await dispose(message, refusal=ClaimRefused(exists=False))
+    outcomes, queue = await dispose(message, refusal=ClaimRefused())
     assert outcomes == Counter({Disposition.MISSING: 1})
     assert queue.deleted == []
     assert queue.shown_again == [(message, retry_in_s)]
@@ -104,7 +106,7 @@ async def test_a_job_without_a_row_yet_comes_back_later_and_later(
 async def test_our_own_message_back_during_its_lease_waits_for_the_lease_to_end() -> None:
     message = delivery(JOB, receive_count=2)
     refusal = ClaimRefused(
-        exists=True, status=Status.STREAMING, lease_left_s=7.4, leased_by_message=message.message_id
+        status=Status.STREAMING, lease_left_s=7.4, leased_by_message=message.message_id
     )
     outcomes, queue = await dispose(message, refusal=refusal)
     assert outcomes == Counter({Disposition.DEFERRED: 1})
@@ -175,3 +177,49 @@ async def test_shutdown_hands_back_jobs_that_outlive_the_grace() -> None:
 )
 def test_exit_code_by_dispositions(dispositions: dict[Disposition, int], code: ExitCode) -> None:
     assert exit_codes.for_run(Counter(dispositions)) is code
+
+
+async def test_free_slots_take_over_jobs_whose_worker_died() -> None:
+    dead = [uuid.uuid4(), uuid.uuid4()]
+    queue = FakeQueue()
+    claims = FakeClaims(expired=list(dead))
+    runner = ScriptedRunner()
+    fast = QueuePolicy(
+        receive_wait_s=1,
+        visibility_timeout_s=30,
+        lease_s=30,
+        max_invisible_s=600,
+        takeover_interval_s=0.01,
+    )
+    worker = supervisor(queue, claims, runner, mode=Mode.DAEMON, concurrency=4, policy=fast)
+    run = asyncio.create_task(worker.run())
+    await asyncio.wait_for(runner.wait_started(2), timeout=5)
+    worker.stop()
+    outcomes = await asyncio.wait_for(run, timeout=5)
+    assert outcomes == Counter({Disposition.COMPLETED: 2})
+    assert sorted(runner.started) == sorted(dead)
+    assert claims.takeover_limits[0] == 4  # as many as the free slots
+    assert queue.deleted == []  # they came by no message
+
+
+async def test_a_taken_over_job_handed_back_at_shutdown_gets_a_message() -> None:
+    dead = uuid.uuid4()
+    queue = FakeQueue()
+    runner = ScriptedRunner()
+    runner.gate.clear()
+    fast = QueuePolicy(
+        receive_wait_s=1,
+        visibility_timeout_s=30,
+        lease_s=30,
+        max_invisible_s=600,
+        takeover_interval_s=0.01,
+    )
+    worker = supervisor(
+        queue, FakeClaims(expired=[dead]), runner, mode=Mode.DAEMON, grace_s=0.05, policy=fast
+    )
+    run = asyncio.create_task(worker.run())
+    await runner.wait_running(1)
+    worker.stop()
+    outcomes = await asyncio.wait_for(run, timeout=5)
+    assert outcomes == Counter({Disposition.HANDED_BACK: 1})
+    assert queue.sent == [dead]

@@ -153,3 +153,47 @@ async def test_handing_back_writes_pending_with_the_last_text() -> None:
     await ending
     [item] = store.items_for(buffer.claim.job_id)
     assert (item.delta, item.status) == ("so far", Status.PENDING)
+
+
+async def test_reasoning_alone_is_a_first_token_and_stays_out_of_the_text() -> None:
+    store = FakeFlushes()
+    sink = writer(store, refresh_s=0)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    buffer.append_reasoning("Let me think")
+    await sink.flush()
+    buffer.append_reasoning(". Done.")
+    buffer.append("Answer")
+    await sink.flush()
+    first, second = store.items_for(buffer.claim.job_id)
+    assert (first.seq, first.delta, first.reasoning, first.status) == (
+        1,
+        "",
+        "Let me think",
+        Status.STREAMING,
+    )
+    assert (first.refresh, first.refresh_reasoning) == ("", "Let me think")
+    assert (second.seq, second.delta, second.reasoning, second.status) == (
+        2,
+        "Answer",
+        ". Done.",
+        None,
+    )
+    assert (second.refresh, second.refresh_reasoning) == ("Answer", ". Done.")
+
+
+async def test_a_cancelled_job_commits_the_text_the_refused_flush_carried() -> None:
+    store = FakeFlushes()
+    sink = writer(store, refresh_s=3600)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    buffer.append("one ")
+    buffer.append_reasoning("hm")
+    await sink.flush()  # applied: delta 1, not yet in partial_content
+    store.refuse[buffer.claim.job_id] = Status.CANCELLED
+    buffer.append("two ")
+    await sink.flush()  # refused: the app cancelled meanwhile
+    buffer.append("three")  # streamed before the task stopped
+    await sink.settle_cancelled(buffer, {"finish_reason": "cancelled"})
+    [(tail, data)] = store.settled
+    assert (tail.seq, tail.delta, tail.reasoning) == (2, "two three", None)
+    assert (tail.refresh, tail.refresh_reasoning, tail.refresh_from) == ("one two three", "hm", 0)
+    assert data == {"finish_reason": "cancelled"}

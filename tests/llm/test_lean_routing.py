@@ -90,7 +90,7 @@ async def test_a_failed_deployment_cools_down_and_the_fallback_answers_as_with_t
         if path == "router":
             force_router_path(completer)
         tag = f"{path} {uuid.uuid4().hex[:6]}"
-        failing = f"Fails on OpenAI {tag} [[sim status={status} only=openai]]"
+        failing = f"Fails on OpenAI {tag} [[sim status={status} retry_after=30 only=openai]]"
         first, error = await run(completer, failing)
         assert error is None, error
         answered = first[-1]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import contextvars
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
 import litellm
@@ -16,11 +18,17 @@ from worker.llm.errors import ErrorMapper, Redactor
 from worker.llm.events import Answered, StreamEvent
 from worker.llm.lean import LeanStreams, lean_models
 from worker.llm.limits import ParallelLimits
+from worker.llm.media import MediaPolicy, providers_for
+from worker.llm.options import keep_supported
 from worker.llm.pricing import Pricing
 from worker.llm.routed import RoutedStreams
 from worker.llm.target import Target
+from worker.messages import MediaUrl
 
 log = structlog.get_logger(__name__)
+# The request whose dropped options were logged, in this job's task: once per job, not per
+# retry or restart.
+_dropped_logged: contextvars.ContextVar[int] = contextvars.ContextVar("dropped_logged", default=0)
 
 
 class Completer:
@@ -32,9 +40,12 @@ class Completer:
     wrapper, decided at start and logged once (`model_path`).
     """
 
-    def __init__(self, catalog: ModelCatalog, *, allow_unlisted: bool) -> None:
+    def __init__(
+        self, catalog: ModelCatalog, *, allow_unlisted: bool, media_url_hosts: Iterable[str] = ()
+    ) -> None:
         self._catalog = catalog
         self._allow_unlisted = allow_unlisted
+        self._media = MediaPolicy(media_url_hosts)
         for key, value in catalog.litellm_settings.items():
             setattr(litellm, key, value)
         self._pricing = Pricing(catalog)  # before the Router: see Pricing
@@ -57,12 +68,48 @@ class Completer:
         return self._limits.permit(target)
 
     def stream(self, target: Target, request: JobRequest) -> AsyncIterator[StreamEvent]:
+        """Raises InvalidRequest for a media URL the worker may not have fetched."""
+        request = self._supported(target, request)
+        fetched = []
+        if request.media_urls:  # most jobs name none: no provider lookups for them
+            providers = providers_for(self._catalog, target)
+            fetched = self._media.fetched(request.media_urls, providers)
+        events = self._events(target, request)
+        return self._resolved_first(fetched, events) if fetched else events
+
+    def _events(self, target: Target, request: JobRequest) -> AsyncIterator[StreamEvent]:
+        """The lean path where it serves the model and takes the job, else LiteLLM's wrapper."""
         if self._lean.serves(target):
             declined = self._lean.declines(target, request)
             if declined is None:
                 return self._lean.stream(target, request)
             log.info("lean_declined", reason=declined)
         return self._routed.stream(target, request)
+
+    def _supported(self, target: Target, request: JobRequest) -> JobRequest:
+        """The request without the options its model's provider does not take."""
+        deployments = [
+            e["litellm_params"]["model"] for e in self._catalog.deployments(target.model)
+        ]
+        kept, dropped = keep_supported(request.options, deployments or [target.model])
+        if not dropped:
+            return request
+        if _dropped_logged.get() != id(request):
+            _dropped_logged.set(id(request))
+            log.warning("options_dropped", options=list(dropped))
+        return dataclasses.replace(request, options=kept)
+
+    async def _resolved_first(
+        self, fetched: list[MediaUrl], events: AsyncIterator[StreamEvent]
+    ) -> AsyncIterator[StreamEvent]:
+        """Only jobs with a listed media host pay for this layer (and the DNS lookup)."""
+        try:
+            await self._media.check_addresses(fetched)
+            async for event in events:
+                yield event
+        finally:
+            if isinstance(events, AsyncGenerator):  # closing it hangs up on the provider
+                await events.aclose()
 
     def count_tokens(self, target: Target, request: JobRequest, answer: str) -> Usage:
         return self._pricing.count_tokens(target, request.messages, answer)

@@ -3,7 +3,8 @@
 For a models-file name on this path, each call asks the Router to pick a deployment
 (`Router.select`: its strategy, weights, cooldowns), streams it with that wire format's reader,
 and reports a failure back with `RouterHealth.record_failure` (the Router's own per-minute
-failure count and `set_cooldown_deployments`, so cooldowns are the Router's decision). A
+failure count and `set_cooldown_deployments`, so cooldowns are the Router's decision; for a
+provider's `Retry-After` the same two steps with that time, as its failure callback does). A
 failure before the first token moves to the model's fallbacks as the Router's fallback walk
 picks them: `context_window_fallbacks` for a context-window error, `content_policy_fallbacks`
 for a content-policy one, else `fallbacks` (with its `*` entry), at most `max_fallbacks`. Text
@@ -20,11 +21,17 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import litellm
 import structlog
 from litellm.router import Router
-from litellm.router_api import fallback_chain
+from litellm.router_api import RoutingContext, fallback_chain
+from litellm.router_utils.cooldown_handlers import set_cooldown_deployments
+from litellm.router_utils.router_callbacks.track_deployment_metrics import (
+    increment_deployment_failures_for_current_minute,
+)
 from litellm.types.router import RouterRateLimitError
+from litellm.utils import _get_retry_after_from_exception_header
 
 from worker.errors import (
     ContentFiltered,
@@ -69,11 +76,14 @@ _DEFAULT_MAX_FALLBACKS = 5
 class _AttemptFailed(Exception):
     """One deployment's call failed: the job's error, and the Router's view of it."""
 
-    def __init__(self, error: JobError, cause: Exception, status: int) -> None:
+    def __init__(
+        self, error: JobError, cause: Exception, status: int, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.cause = cause
         self.status = status
+        self.retry_after_s = retry_after_s  # the Router cools down for a Retry-After, if any
 
 
 def lean_models(catalog: ModelCatalog) -> tuple[dict[str, LeanDeployment], dict[str, str]]:
@@ -247,7 +257,9 @@ class LeanStreams:
                 error.status, error.body, error.headers,
                 config=deployment.config, provider=deployment.provider,
             )  # fmt: skip
-            return _AttemptFailed(mapped, cause, error.status)
+            seconds = _get_retry_after_from_exception_header(httpx.Headers(error.headers))
+            retry_after_s = float(seconds) if isinstance(seconds, int) and seconds >= 0 else None
+            return _AttemptFailed(mapped, cause, error.status, retry_after_s)
         if isinstance(error, ProviderReported):
             return _broken(self._errors.in_stream(error.error), deployment)
         if isinstance(error, StreamBroken):
@@ -261,9 +273,17 @@ class LeanStreams:
         """Tell the Router, as its failure callback would: it counts the failure and decides
         whether the deployment cools down."""
         try:
-            cooled = self._router.health().record_failure(
-                deployment.model_id, failed.cause, failed.status
-            )
+            if failed.retry_after_s is None:
+                cooled = self._router.health().record_failure(
+                    deployment.model_id, failed.cause, failed.status
+                )
+            else:  # the same two steps, for the provider's Retry-After rather than cooldown_time
+                context = RoutingContext(self._router)
+                increment_deployment_failures_for_current_minute(context, deployment.model_id)
+                cooled = set_cooldown_deployments(
+                    context, original_exception=failed.cause, exception_status=failed.status,
+                    deployment=deployment.model_id, time_to_cooldown=failed.retry_after_s,
+                )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 (bookkeeping must never fail a job)
             log.warning("router_report_failed", error=type(exc).__name__)
             return
