@@ -58,12 +58,13 @@ def worker_figures(
             latest[tag[1]] = record
     chunks = sum(int(r.get("chunks_sent", 0)) for r in records)
     lags: list[float] = []
+    first_text_lags: list[float] = []  # the provider's send of chunk 0 -> its delta committed
     misfits = wrong_text = 0
     for row in rows:
         request = latest.get(row.index)
         if request is None or request.get("started_at") is None:
             continue
-        tokens = answer_tokens(request["body"]["messages"], cfg.tokens)
+        tokens = answer_tokens([{"role": "user", "content": request["prompt"]}], cfg.tokens)
         expected = hashlib.sha256("".join(tokens).encode()).hexdigest()
         if row.status == "completed" and row.text_sha256 != expected:
             wrong_text += 1
@@ -75,6 +76,7 @@ def worker_figures(
             tps=cfg.tps,
         )
         lags += job_lags
+        first_text_lags += job_lags[:1]
         misfits += job_misfits
     every, free = pickup_latencies(rows, sent, cfg.capacity)
     statuses = Counter(row.status for row in rows)
@@ -147,6 +149,7 @@ def worker_figures(
         "pickup_latency_free_slot_s": distribution(free),
         "pickup_latency_idle_s": distribution(idle_pickups),
         "visibility_lag_s": distribution(lags),
+        "first_text_lag_s": distribution(first_text_lags),
         # From the workers' own /metrics: how long a flush takes, and the lag they measure
         # (text received -> commit), as bucket bounds.
         "worker_histograms": histograms,
