@@ -47,7 +47,7 @@ from worker.llm.events import Answered, Routed, StreamEvent
 from worker.llm.lean_requests import LeanDeployment, lean_deployment
 from worker.llm.openai_sse import ProviderReported
 from worker.llm.target import Target
-from worker.llm.transport import HTTPStatus, body_chunks, new_session
+from worker.llm.transport import HTTPStatus, new_session
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +71,8 @@ _ROUTER_SETTINGS = frozenset(
     }
 )
 _DEFAULT_MAX_FALLBACKS = 5
+# What reading a stream may raise besides a JobError the reader names itself.
+_READ_ERRORS = (HTTPStatus, ProviderReported, StreamBroken, ConnectionError, ValueError)
 
 
 class _AttemptFailed(Exception):
@@ -185,23 +187,33 @@ class LeanStreams:
         failure: _AttemptFailed | None = None
         for group in _growing(groups):
             try:
-                entry = await self._router.select(group, {}, messages=request.messages)
-            except RouterRateLimitError as exc:  # every deployment of the group cooling down
-                failed = _AttemptFailed(self._errors.map(exc), exc, 429)
+                deployment = await self._pick(group, request)
+                events = await self._open(deployment, request)
+            except _AttemptFailed as refused:  # no deployment to pick, or none was called
+                failed = refused
             else:
-                deployment = self._deployments[entry["model_info"]["id"]]
-                started = False
+                started = False  # one layer, not two, between the reader and the runner
                 try:
-                    async for event in self._attempt(deployment, request):
-                        started = started or type(event) is not Routed
+                    async for event in events:
+                        if not started:
+                            started = True
+                            yield Routed(deployment.provider)
+                        if type(event) is Answered:
+                            event = dataclasses.replace(  # noqa: PLW2901 (named, then passed on)
+                                event,
+                                deployment=deployment.deployment,
+                                model_id=deployment.model_id,
+                            )
                         yield event
-                except _AttemptFailed as attempt_failed:
-                    self._report(deployment, attempt_failed)
+                except _READ_ERRORS as error:
+                    failed = self._failure(deployment, error)
+                    self._report(deployment, failed)
                     if started:
-                        raise attempt_failed.error from None
-                    failed = attempt_failed
+                        raise failed.error from None
                 else:
                     return
+                finally:
+                    await events.aclose()  # type: ignore[attr-defined]
             if failure is None:  # the first failure's kind picks the fallbacks, as the Router's
                 groups += self._fallbacks(target.model, failed.error)
             failure = failed
@@ -213,10 +225,18 @@ class LeanStreams:
         limit = int(settings.get("max_fallbacks") or _DEFAULT_MAX_FALLBACKS)
         return _fallbacks(settings, model, error)[:limit]
 
-    async def _attempt(
+    async def _pick(self, group: str, request: JobRequest) -> LeanDeployment:
+        """The Router's choice among the group's deployments (its strategy, its cooldowns)."""
+        try:
+            entry = await self._router.select(group, {}, messages=request.messages)
+        except RouterRateLimitError as exc:  # every deployment of the group cooling down
+            raise _AttemptFailed(self._errors.map(exc), exc, 429) from None
+        return self._deployments[entry["model_info"]["id"]]
+
+    async def _open(
         self, deployment: LeanDeployment, request: JobRequest
     ) -> AsyncIterator[StreamEvent]:
-        """One call to one deployment: `Routed` with its first event, then the rest."""
+        """The deployment's events for the job: the request built, not yet sent."""
         try:
             prepared = await deployment.prepare(request)
         except JobError:
@@ -225,26 +245,7 @@ class LeanStreams:
             raise self._errors.map(exc, provider=deployment.provider) from None
         if self._session is None:
             self._session = new_session()
-        pieces = body_chunks(
-            self._session, prepared.url, headers=prepared.headers, data=prepared.data
-        )
-        events = deployment.events(pieces)
-        routed = False
-        try:
-            async for event in events:
-                if not routed:
-                    routed = True
-                    yield Routed(deployment.provider)
-                if type(event) is Answered:
-                    yield dataclasses.replace(
-                        event, deployment=deployment.deployment, model_id=deployment.model_id
-                    )
-                else:
-                    yield event
-        except (HTTPStatus, ProviderReported, StreamBroken, ConnectionError, ValueError) as error:
-            raise self._failure(deployment, error) from None
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
+        return deployment.events(self._session, prepared)
 
     def _failure(self, deployment: LeanDeployment, error: Exception) -> _AttemptFailed:
         """What went wrong with a call, for the job and for the Router."""

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import litellm
 from litellm.litellm_core_utils.url_utils import ensure_api_route
 from litellm.llms.azure.common_utils import BaseAzureLLM
@@ -38,13 +39,14 @@ from litellm.types.router import GenericLiteLLMParams
 from litellm.types.utils import LlmProviders
 from litellm.utils import ProviderConfigManager, get_optional_params
 
+from worker.errors import AuthError
 from worker.jobs import JobRequest
 from worker.llm.bedrock_events import bedrock_events
 from worker.llm.catalog import env_reference
 from worker.llm.events import StreamEvent
 from worker.llm.gemini_sse import gemini_events
 from worker.llm.openai_sse import openai_events
-from worker.llm.transport import sse_data
+from worker.llm.transport import body_chunks, sse_stream
 
 # Settings the Router reads to route (it still does) and the worker reads for its limits.
 _ROUTING_PARAMS = frozenset(
@@ -65,6 +67,7 @@ _PLAIN_PARAMS = {
     ),
 }
 _MAPPED_OPTIONS_KEPT = 256
+_NO_KEY = "the deployment has no key; the operator must check the key in the models file"
 _CREDENTIALS_TTL_S = 300.0
 _LITELLM_PROVIDERS = {
     "openai": LlmProviders.OPENAI,
@@ -103,8 +106,10 @@ class LeanDeployment:
     async def prepare(self, request: JobRequest) -> Prepared:
         raise NotImplementedError
 
-    def events(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[StreamEvent]:
-        return openai_events(sse_data(pieces), model=self.model, provider=self.provider)
+    def events(self, session: aiohttp.ClientSession, sent: Prepared) -> AsyncIterator[StreamEvent]:
+        """Send the request and read the answer with this deployment's reader."""
+        payloads = sse_stream(session, sent.url, headers=sent.headers, data=sent.data)
+        return openai_events(payloads, model=self.model, provider=self.provider)
 
     def declines(self, request: JobRequest) -> str | None:
         """Why LiteLLM's wrapper must take this job instead, or None."""
@@ -151,9 +156,15 @@ class AzureDeployment(LeanDeployment):
         optional = self.optional_params(request.options, stream_options={"include_usage": True})
         version = self.settings.get("api_version") or os.environ.get("AZURE_API_VERSION")
         api_base = BaseAzureLLM.resolve_azure_api_base(self.settings.get("api_base"))
+        key = (
+            self.settings.get("api_key")
+            or os.environ.get("AZURE_OPENAI_API_KEY")
+            or os.environ.get("AZURE_API_KEY")
+        )
+        if not key:  # never LiteLLM's Entra ID fallback here: it blocks, and it is not asked for
+            raise AuthError(_NO_KEY)
         if BaseAzureLLM.is_azure_v1_api_version(version):
             url = ensure_api_route(api_base or "", "openai/v1") + "/chat/completions"
-            key = self.settings.get("api_key") or os.environ.get("AZURE_API_KEY") or ""
             headers = {"Authorization": f"Bearer {key}"}
         else:
             url = BaseAzureLLM._get_base_azure_url(
@@ -162,24 +173,22 @@ class AzureDeployment(LeanDeployment):
                 f"/openai/deployments/{self.model}/chat/completions",
             )
             headers = BaseAzureLLM._base_validate_azure_environment(
-                {}, GenericLiteLLMParams(api_key=self.settings.get("api_key"))
+                {}, GenericLiteLLMParams(api_key=key)
             )
         body = self.config.transform_request(self.model, request.messages, optional, {}, headers)
         body.update(body.pop("extra_body", None) or {})
         return Prepared(url, {**headers, "Content-Type": "application/json"}, _json(body))
 
 
+@dataclass
 class GeminiDeployment(LeanDeployment):
     """Google AI Studio by key."""
 
+    _gemini_target: tuple[Any, str] | None = field(default=None, repr=False)
+
     async def prepare(self, request: JobRequest) -> Prepared:
         optional = self.optional_params(request.options)
-        key = self.settings.get("api_key") or litellm.get_secret_str("GEMINI_API_KEY")
-        auth, url = VertexLLM()._get_token_and_url(
-            model=self.model, auth_header=None, gemini_api_key=key, vertex_project=None,
-            vertex_location=None, vertex_credentials=None, stream=True,
-            custom_llm_provider="gemini", api_base=self.settings.get("api_base"),
-        )  # fmt: skip
+        auth, url = self._target()
         headers = self.config.validate_environment(
             None, self.model, request.messages, optional, {}, api_key=auth
         )
@@ -192,8 +201,23 @@ class GeminiDeployment(LeanDeployment):
         body = _with_default_output_budget(body, self.model, "gemini", None)
         return Prepared(url, dict(headers), _json(dict(body)))
 
-    def events(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[StreamEvent]:
-        return gemini_events(sse_data(pieces), model=self.model)
+    def _target(self) -> tuple[Any, str]:
+        """The key header and the URL, as LiteLLM builds them (the same for every job)."""
+        if self._gemini_target is None:
+            key = self.settings.get("api_key") or litellm.get_secret_str("GEMINI_API_KEY")
+            if not key:
+                raise AuthError(_NO_KEY)
+            auth, url = VertexLLM()._get_token_and_url(
+                model=self.model, auth_header=None, gemini_api_key=key, vertex_project=None,
+                vertex_location=None, vertex_credentials=None, stream=True,
+                custom_llm_provider="gemini", api_base=self.settings.get("api_base"),
+            )  # fmt: skip
+            self._gemini_target = (auth, str(url))
+        return self._gemini_target
+
+    def events(self, session: aiohttp.ClientSession, sent: Prepared) -> AsyncIterator[StreamEvent]:
+        payloads = sse_stream(session, sent.url, headers=sent.headers, data=sent.data)
+        return gemini_events(payloads, model=self.model)
 
     def declines(self, request: JobRequest) -> str | None:
         for message in request.messages:
@@ -257,7 +281,8 @@ class BedrockDeployment(LeanDeployment):
         )  # fmt: skip
         return Prepared(url, dict(signed.headers), data.encode())
 
-    def events(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[StreamEvent]:
+    def events(self, session: aiohttp.ClientSession, sent: Prepared) -> AsyncIterator[StreamEvent]:
+        pieces = body_chunks(session, sent.url, headers=sent.headers, data=sent.data)
         return bedrock_events(pieces, model=self.model)
 
     def declines(self, request: JobRequest) -> str | None:

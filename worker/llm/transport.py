@@ -8,6 +8,7 @@ names. The provider's meaning of the bytes lives in each reader module.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -37,14 +38,13 @@ def new_session() -> aiohttp.ClientSession:
     )
 
 
-async def body_chunks(
-    session: aiohttp.ClientSession, url: str, *, headers: Mapping[str, str], data: bytes
-) -> AsyncIterator[bytes]:
-    """POST `data` and yield the response body as it arrives, in whatever pieces it comes.
-
-    Closing the generator (or cancelling its reader) closes the connection, which is how the
-    provider learns to stop generating; a body read to its end gives the connection back.
-    """
+@contextlib.asynccontextmanager
+async def _response(
+    session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], data: bytes
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """The POST's response, streaming. An error status raises `HTTPStatus`; a body read to its
+    end gives the connection back, anything else (an error, a cancelled job, a generator closed
+    early) closes it, which is how the provider learns to stop generating."""
     try:
         response = await session.post(url, data=data, headers=headers)
     except aiohttp.ClientError as error:
@@ -54,8 +54,7 @@ async def body_chunks(
         if response.status >= 400:
             text = await response.text(errors="replace")
             raise HTTPStatus(response.status, text, response.headers)
-        async for piece in response.content.iter_any():
-            yield piece
+        yield response
         complete = True
     except aiohttp.ClientError as error:
         raise StreamBroken(f"the stream broke off: {type(error).__name__}") from None
@@ -64,6 +63,38 @@ async def body_chunks(
             response.release()
         else:
             response.close()
+
+
+async def body_chunks(
+    session: aiohttp.ClientSession, url: str, *, headers: Mapping[str, str], data: bytes
+) -> AsyncIterator[bytes]:
+    """POST `data` and yield the response body as it arrives, in whatever pieces it comes."""
+    async with _response(session, url, headers, data) as response:
+        async for piece in response.content.iter_any():
+            yield piece
+
+
+async def sse_stream(
+    session: aiohttp.ClientSession, url: str, *, headers: Mapping[str, str], data: bytes
+) -> AsyncIterator[bytes]:
+    """POST `data` and yield the payload of each `data:` line of the answer, until `[DONE]`:
+    `body_chunks` and `sse_data` in one generator, so that the hot path pays for one layer."""
+    async with _response(session, url, headers, data) as response:
+        pending = b""
+        async for piece in response.content.iter_any():
+            lines = (pending + piece if pending else piece).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if line.startswith(b"data:"):
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        return
+                    yield payload
+        if pending.startswith(b"data:") and (payload := pending[5:].strip()) not in (
+            b"",
+            b"[DONE]",
+        ):
+            yield payload
 
 
 async def sse_data(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -83,10 +114,8 @@ async def sse_data(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
                 if payload == b"[DONE]":
                     return
                 yield payload
-    if pending.startswith(b"data:"):
-        payload = pending[5:].strip()
-        if payload and payload != b"[DONE]":
-            yield payload
+    if pending.startswith(b"data:") and (payload := pending[5:].strip()) not in (b"", b"[DONE]"):
+        yield payload
 
 
 def finish_reason(raw: str) -> str:
