@@ -61,25 +61,48 @@ def _headers(raw: bytes) -> dict[str, str]:
     return out
 
 
+_KNOWN_HEADERS: dict[bytes, dict[str, str]] = {}  # the few header blocks Bedrock repeats
+
+
+def _headers_of(raw: bytes) -> dict[str, str]:
+    headers = _KNOWN_HEADERS.get(raw)
+    if headers is None:
+        headers = _headers(raw)
+        if len(_KNOWN_HEADERS) < 256:
+            _KNOWN_HEADERS[raw] = headers
+    return headers
+
+
+def split_frames(buffer: bytes) -> tuple[list[tuple[dict[str, str], bytes]], bytes]:
+    """The whole frames at the start of `buffer` as (headers, payload), CRCs checked, and the
+    bytes of an incomplete frame left over. A plain function, called once per read: the hot
+    path has no generator of its own for the framing."""
+    out: list[tuple[dict[str, str], bytes]] = []
+    view = memoryview(buffer)
+    at, size = 0, len(buffer)
+    while size - at >= 12:
+        total, headers_len, prelude_crc = _PRELUDE.unpack_from(buffer, at)
+        if total > _MAX_FRAME or total < 16 or zlib.crc32(view[at : at + 8]) != prelude_crc:
+            raise StreamBroken("the provider sent a corrupt event-stream frame")
+        end = at + total
+        if size < end:
+            break
+        (message_crc,) = struct.unpack_from(">I", buffer, end - 4)
+        if zlib.crc32(view[at : end - 4]) != message_crc:
+            raise StreamBroken("the provider sent an event-stream frame with a bad CRC")
+        body = at + 12 + headers_len
+        out.append((_headers_of(buffer[at + 12 : body]), buffer[body : end - 4]))
+        at = end
+    return out, buffer[at:] if at else buffer
+
+
 async def frames(pieces: AsyncIterator[bytes]) -> AsyncIterator[tuple[dict[str, str], bytes]]:
     """(headers, payload) for each event-stream frame of the body, CRCs checked."""
     buffer = b""
     async for piece in pieces:
-        buffer = buffer + piece if buffer else piece
-        at = 0
-        while len(buffer) - at >= 12:
-            total, headers_len, prelude_crc = _PRELUDE.unpack_from(buffer, at)
-            if total > _MAX_FRAME or total < 16 or zlib.crc32(buffer[at : at + 8]) != prelude_crc:
-                raise StreamBroken("the provider sent a corrupt event-stream frame")
-            if len(buffer) - at < total:
-                break
-            frame = buffer[at : at + total]
-            (message_crc,) = struct.unpack_from(">I", frame, total - 4)
-            if zlib.crc32(frame[:-4]) != message_crc:
-                raise StreamBroken("the provider sent an event-stream frame with a bad CRC")
-            yield _headers(frame[12 : 12 + headers_len]), frame[12 + headers_len : -4]
-            at += total
-        buffer = buffer[at:]
+        found, buffer = split_frames(buffer + piece if buffer else piece)
+        for frame in found:
+            yield frame
     if buffer:
         raise StreamBroken("the provider's stream broke off inside a frame")
 
@@ -106,33 +129,30 @@ async def bedrock_events(pieces: AsyncIterator[bytes], *, model: str) -> AsyncIt
     blocks = _Blocks()
     ended: str | None = None
     usage: Usage | None = None
-    async for headers, payload in frames(pieces):
-        kind = headers.get(":event-type")
-        if kind == "contentBlockDelta":
-            body = loads(payload)
-            delta = body.get("delta") or {}
-            text = delta.get("text")
-            if text:
-                yield TextDelta(text)
-            else:
-                event = _delta(blocks, body, delta)
-                if event is not None:
+    buffer = b""
+    async for piece in pieces:
+        found, buffer = split_frames(buffer + piece if buffer else piece)
+        for headers, payload in found:
+            kind = headers.get(":event-type")
+            if kind == "contentBlockDelta":
+                body = loads(payload)
+                delta = body.get("delta") or {}
+                text = delta.get("text")
+                if text:
+                    yield TextDelta(text)
+                elif (event := _delta(blocks, body, delta)) is not None:
                     yield event
-        elif headers.get(":message-type", "event") != "event":
-            raise _exception(headers, payload)
-        elif kind == "contentBlockStart":
-            body = loads(payload)
-            start = (body.get("start") or {}).get("toolUse")
-            if start:
-                index = blocks.tools[int(body.get("contentBlockIndex") or 0)] = len(blocks.tools)
-                yield ToolCallDelta(index=index, id=start.get("toolUseId"), name=start.get("name"))
-        elif kind == "contentBlockStop":
-            blocks.close_thinking()
-        elif kind == "messageStop":
-            blocks.close_thinking()
-            ended = finish_reason(str(loads(payload).get("stopReason") or "end_turn"))
-        elif kind == "metadata":
-            usage = bedrock_usage(loads(payload).get("usage") or {})
+            elif headers.get(":message-type", "event") != "event":
+                raise _exception(headers, payload)
+            elif kind == "messageStop":
+                blocks.close_thinking()
+                ended = finish_reason(str(loads(payload).get("stopReason") or "end_turn"))
+            elif kind == "metadata":
+                usage = bedrock_usage(loads(payload).get("usage") or {})
+            elif (event := _block_event(blocks, kind, payload)) is not None:
+                yield event
+    if buffer:
+        raise StreamBroken("the provider's stream broke off inside a frame")
     if ended is None:
         raise StreamBroken("the provider's stream ended without a stop reason")
     yield Answered(
@@ -145,6 +165,19 @@ async def bedrock_events(pieces: AsyncIterator[bytes], *, model: str) -> AsyncIt
         model_id=None,
         thinking_blocks=tuple(blocks.thinking_blocks),
     )
+
+
+def _block_event(blocks: _Blocks, kind: str | None, payload: bytes) -> StreamEvent | None:
+    """A block's start (a tool call's id and name) or its end (a thinking block complete)."""
+    if kind == "contentBlockStart":
+        body = json.loads(payload)
+        start = (body.get("start") or {}).get("toolUse")
+        if start:
+            index = blocks.tools[int(body.get("contentBlockIndex") or 0)] = len(blocks.tools)
+            return ToolCallDelta(index=index, id=start.get("toolUseId"), name=start.get("name"))
+    elif kind == "contentBlockStop":
+        blocks.close_thinking()
+    return None
 
 
 def _delta(blocks: _Blocks, body: dict[str, Any], delta: dict[str, Any]) -> StreamEvent | None:
