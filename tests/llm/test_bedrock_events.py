@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from simulator.bedrock import event_message
@@ -100,7 +102,7 @@ async def test_reasoning_text_signature_and_redacted_content_become_thinking_blo
     assert isinstance(answered, Answered)
     assert answered.thinking_blocks == (
         {"type": "thinking", "thinking": "Let me think.", "signature": "sig-abc"},
-        {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"},
+        {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"},  # not Converse-wrapped: kept
     )
 
 
@@ -145,3 +147,18 @@ async def test_a_corrupt_frame_is_a_broken_stream() -> None:
     body[-6] ^= 0xFF
     with pytest.raises(StreamBroken):
         await read(bytes(body), *ending())
+
+
+async def test_redacted_content_is_unwrapped_as_litellm_does() -> None:
+    """Converse wraps Claude's redacted `data` in base64 once more; LiteLLM's shape is Claude's."""
+    claude_data = "EkCa4G+fww1x/MedVZJ2liLmsl9auNslvMJaUasBJ41G6Jrgb5/DDXH8x51VknaWIuayX1q42yW8"
+    wrapped = base64.b64encode(claude_data.encode()).decode()
+    delta = {"reasoningContent": {"redactedContent": wrapped}}
+    events = await read(
+        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta}),
+        text(1, "a"),
+        *ending(),
+    )
+    answered = events[-1]
+    assert isinstance(answered, Answered)
+    assert answered.thinking_blocks == ({"type": "redacted_thinking", "data": claude_data},)

@@ -17,6 +17,10 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from litellm.litellm_core_utils.prompt_templates.reasoning_utils import (
+    native_redacted_thinking_data,
+)
+
 from worker.errors import StreamBroken
 from worker.jobs import Usage
 from worker.llm.events import Answered, ReasoningDelta, StreamEvent, TextDelta, ToolCallDelta
@@ -192,9 +196,9 @@ def _delta(blocks: _Blocks, body: dict[str, Any], delta: dict[str, Any]) -> Stre
         blocks.signature = str(reasoning["signature"])
     if reasoning.get("redactedContent"):
         blocks.close_thinking()
-        blocks.thinking_blocks.append(
-            {"type": "redacted_thinking", "data": str(reasoning["redactedContent"])}
-        )
+        # LiteLLM's own unwrapping of Converse's base64 (it wraps it again when sent back).
+        data = native_redacted_thinking_data(str(reasoning["redactedContent"]))
+        blocks.thinking_blocks.append({"type": "redacted_thinking", "data": data})
     text = reasoning.get("text")
     if text:
         blocks.thinking.append(text)
