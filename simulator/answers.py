@@ -2,8 +2,8 @@
 
 Every wire format is read into the same `Conversation` (OpenAI chat form, text only), so a
 prompt gets the same answer from every provider's route. An `Answer` is a list of typed
-events that each wire module renders in its own format: today text only; reasoning, tool
-calls and other endings are new event or finish kinds here, not new servers.
+events that each wire module renders in its own format: text, and for rich answers
+(`simulator.rich` scripts them) reasoning, refusal and tool-call events.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def fingerprint(conversation: Conversation) -> str:
     return hashlib.sha256(_canonical(conversation)).hexdigest()[:16]
 
 
-def _as_conversation(messages: Conversation | Sequence[object] | object) -> Conversation:
+def as_conversation(messages: Conversation | Sequence[object] | object) -> Conversation:
+    """A conversation as is, or OpenAI chat messages read as one."""
     if isinstance(messages, tuple) and all(isinstance(m, Message) for m in messages):
         return messages
     return openai_conversation(list(messages) if isinstance(messages, list | tuple) else messages)
@@ -97,7 +98,7 @@ def answer_tokens(
     the last token (the simulator's `answer_ending` setting).
     """
     state = int.from_bytes(
-        hashlib.sha256(_canonical(_as_conversation(messages))).digest()[:8], "big"
+        hashlib.sha256(_canonical(as_conversation(messages))).digest()[:8], "big"
     )
     out: list[str] = []
     prev = -1
@@ -129,7 +130,7 @@ def answer_text(
 
 def count_prompt_tokens(messages: Conversation | Sequence[object] | object) -> int:
     """The prompt token count the simulator reports: words in every message, at least 1."""
-    return max(1, sum(len(message.text.split()) for message in _as_conversation(messages)))
+    return max(1, sum(len(message.text.split()) for message in as_conversation(messages)))
 
 
 @dataclass(frozen=True)
@@ -139,24 +140,91 @@ class Text:
     text: str
 
 
-# The kinds of events an answer holds. Reasoning and tool-call events join this union.
-Event = Text
+@dataclass(frozen=True)
+class Reasoning:
+    """A piece of reasoning text; the block's last piece carries its signature (Gemini, Bedrock)."""
+
+    text: str
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class RedactedReasoning:
+    """A reasoning block the provider encrypted (Bedrock Claude's `redactedContent`)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A piece of a refusal: OpenAI's `delta.refusal`; other formats send it as text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One whole tool call, as an OpenAI assistant message's `tool_calls` entry holds it."""
+
+    id: str
+    name: str
+    arguments: str  # the JSON text of the arguments
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    """A streamed tool call's first fragment: its id and name (OpenAI, Bedrock)."""
+
+    index: int
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ToolArguments:
+    """A piece of a streamed tool call's JSON arguments (OpenAI, Bedrock)."""
+
+    index: int
+    piece: str
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """Tool calls sent whole, in one chunk (Gemini's `functionCall` parts)."""
+
+    calls: tuple[ToolCall, ...]
+    signature: str | None = None  # on the first call's part, when the model reasoned
+
+
+Event = Text | Reasoning | RedactedReasoning | Refusal | ToolCallStart | ToolArguments | ToolCalls
 # Why an answer ended, in OpenAI's words; each wire module maps it to its provider's.
-Finish = Literal["stop", "length"]
+Finish = Literal["stop", "length", "tool_calls", "content_filter"]
+_VISIBLE_TOKENS = (Text, Refusal)
 
 
 @dataclass(frozen=True)
 class Answer:
-    """What one request is answered with, before any scripted fault cuts it short."""
+    """What one request is answered with, before any scripted fault cuts it short.
+
+    Token counts: each text or refusal event is one completion token; `reasoning_tokens`
+    and `tool_tokens` add to them (they count whether or not the wire shows the pieces).
+    `cached_tokens` of the prompt came from the provider's cache (and are part of
+    `prompt_tokens`); `filter_reason` is the provider's own word for a content-filter ending.
+    """
 
     model: str
     events: tuple[Event, ...]
     finish: Finish
     prompt_tokens: int
+    reasoning_tokens: int = 0
+    tool_tokens: int = 0
+    cached_tokens: int = 0
+    filter_reason: str | None = None
+    reasoning_field: str = "reasoning_content"  # OpenAI formats: the delta field of reasoning
 
     @property
     def completion_tokens(self) -> int:
-        return sum(isinstance(event, Text) for event in self.events)
+        visible = sum(isinstance(event, _VISIBLE_TOKENS) for event in self.events)
+        return visible + self.reasoning_tokens + self.tool_tokens
 
     @property
     def text(self) -> str:

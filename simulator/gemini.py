@@ -4,14 +4,35 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from aiohttp import web
 
-from simulator.answers import Answer, Conversation, Event, Message, Text, parts_text
-from simulator.wire import ChatRequest, Renderer, RequestError, WireFormat, positive_int, sse
+from simulator.answers import (
+    Answer,
+    Conversation,
+    Event,
+    Message,
+    Reasoning,
+    Refusal,
+    Text,
+    ToolCalls,
+    parts_text,
+)
+from simulator.rich import Shape, Tool
+from simulator.script import Directive
+from simulator.wire import (
+    ChatRequest,
+    Renderer,
+    RequestError,
+    WireFormat,
+    as_dict,
+    positive_int,
+    sse,
+)
 
 _STATUSES = {
     400: "INVALID_ARGUMENT",
@@ -22,7 +43,16 @@ _STATUSES = {
     500: "INTERNAL",
     503: "UNAVAILABLE",
 }
-_FINISH = {"stop": "STOP", "length": "MAX_TOKENS"}
+_FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+_FILTER_REASONS = ("SAFETY", "PROHIBITED_CONTENT", "RECITATION")
+_CATEGORIES = ("HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_DANGEROUS_CONTENT",
+               "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_SEXUALLY_EXPLICIT")  # fmt: skip
+# A SAFETY stop names the category that tripped it; the others rate negligible.
+SAFETY_RATINGS = [
+    {"category": category, "probability": "HIGH" if i == 2 else "NEGLIGIBLE"}
+    | ({"blocked": True} if i == 2 else {})
+    for i, category in enumerate(_CATEGORIES)
+]
 _ROLES = {"model": "assistant"}
 
 
@@ -36,6 +66,39 @@ def _conversation(body: dict[str, Any]) -> Conversation:
             role = str(content.get("role", "user"))
             messages.append(Message(_ROLES.get(role, role), parts_text(content.get("parts"))))
     return tuple(messages)
+
+
+def _tools(body: dict[str, Any]) -> tuple[Tool, ...]:
+    """The request's `tools[].functionDeclarations[]`, names and parameter schemas."""
+    found = []
+    for entry in body.get("tools") or []:
+        tool = as_dict(entry)  # LiteLLM sends the snake_case spelling, Google's SDKs camelCase
+        for raw in tool.get("functionDeclarations", tool.get("function_declarations")) or []:
+            declaration = as_dict(raw)
+            if isinstance(declaration.get("name"), str):
+                schema = declaration.get("parameters", declaration.get("parametersJsonSchema"))
+                found.append(Tool(declaration["name"], as_dict(schema)))
+    return tuple(found)
+
+
+def _part(event: Event) -> list[dict[str, Any]]:
+    """The parts of a rich event: a thought, refusal text, or whole function calls."""
+    if isinstance(event, Reasoning):
+        part: dict[str, Any] = {"text": event.text, "thought": True}
+        if event.signature is not None:
+            part["thoughtSignature"] = event.signature
+        return [part]
+    if isinstance(event, Refusal):
+        return [{"text": event.text}]
+    if isinstance(event, ToolCalls):
+        parts: list[dict[str, Any]] = []
+        for call in event.calls:
+            function = {"id": call.id, "name": call.name, "args": json.loads(call.arguments)}
+            parts.append({"functionCall": function})
+        if event.signature is not None and parts:
+            parts[0]["thoughtSignature"] = event.signature
+        return parts
+    raise TypeError(f"no Gemini rendering for {event!r}")
 
 
 class GeminiRenderer(Renderer):
@@ -55,24 +118,43 @@ class GeminiRenderer(Renderer):
         return sse(payload, end=b"\r\n\r\n")
 
     def event(self, event: Event) -> bytes:
+        prompt = self._answer.prompt_tokens
+        usage = {"promptTokenCount": prompt, "totalTokenCount": prompt}
         if isinstance(event, Text):
-            prompt = self._answer.prompt_tokens
             content = {"parts": [{"text": event.text}], "role": "model"}
-            return self._chunk(
-                {"content": content}, {"promptTokenCount": prompt, "totalTokenCount": prompt}
-            )
-        raise TypeError(f"no Gemini rendering for {event!r}")
+        else:
+            content = {"parts": _part(event), "role": "model"}
+        return self._chunk({"content": content}, usage)
 
     def closing(self) -> Sequence[bytes]:
         answer = self._answer
-        content = {"parts": [{"text": ""}], "role": "model"}
-        usage = {
-            "promptTokenCount": answer.prompt_tokens,
-            "candidatesTokenCount": answer.completion_tokens,
-            "totalTokenCount": answer.prompt_tokens + answer.completion_tokens,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.prompt_tokens}],
-        }
-        return [self._chunk({"content": content, "finishReason": _FINISH[answer.finish]}, usage)]
+        if answer.finish == "content_filter":
+            reason = answer.filter_reason
+            reason = reason if reason in _FILTER_REASONS else "SAFETY"
+            # Google sends a stopped candidate without content; SAFETY says which category.
+            candidate: dict[str, Any] = {"finishReason": reason}
+            if reason == "SAFETY":
+                candidate["safetyRatings"] = SAFETY_RATINGS
+        else:
+            content = {"parts": [{"text": ""}], "role": "model"}
+            candidate = {"content": content, "finishReason": _FINISH[answer.finish]}
+        return [self._chunk(candidate, usage_metadata(answer))]
+
+
+def usage_metadata(answer: Answer) -> dict[str, Any]:
+    """Gemini's usage: `candidatesTokenCount` leaves out the thoughts, counted on their own."""
+    usage: dict[str, Any] = {
+        "promptTokenCount": answer.prompt_tokens,
+        "candidatesTokenCount": answer.completion_tokens - answer.reasoning_tokens,
+        "totalTokenCount": answer.prompt_tokens + answer.completion_tokens,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.prompt_tokens}],
+    }
+    if answer.cached_tokens:
+        usage["cachedContentTokenCount"] = answer.cached_tokens
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": answer.cached_tokens}]
+    if answer.reasoning_tokens:
+        usage["thoughtsTokenCount"] = answer.reasoning_tokens
+    return usage
 
 
 class GeminiFormat(WireFormat):
@@ -88,13 +170,23 @@ class GeminiFormat(WireFormat):
             raise RequestError("request body must be a JSON object with a 'contents' list")
         if request.query.get("alt") != "sse":
             raise RequestError("this simulator streams Gemini answers with alt=sse only")
-        config = body.get("generationConfig") or {}
+        config = as_dict(body.get("generationConfig"))
         limit = config.get("maxOutputTokens", config.get("max_output_tokens"))
+        thinking = as_dict(config.get("thinkingConfig", config.get("thinking_config")))
         return ChatRequest(
             model=request.match_info["model"],
             conversation=_conversation(body),
             max_tokens=positive_int(limit, "generationConfig.maxOutputTokens"),
+            tools=_tools(body),
+            include_thoughts=thinking.get("includeThoughts", thinking.get("include_thoughts"))
+            is True,
         )
+
+    def shape(self, chat: ChatRequest, directive: Directive) -> Shape:
+        # Gemini sends thought parts only when asked to; the count comes either way.
+        style = directive.reasoning_style
+        shown = chat.include_thoughts if style is None else style != "hidden"
+        return Shape(provider=self.provider, show_reasoning=shown, whole_tool_calls=True)
 
     def refusal(self, request: web.Request) -> web.Response | None:
         key = self.config.gemini_key

@@ -10,11 +10,24 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from aiohttp import web
 
-from simulator.answers import TOKEN_JSON, Answer, Event, Text, openai_conversation
+from simulator.answers import (
+    TOKEN_JSON,
+    Answer,
+    Event,
+    Reasoning,
+    Refusal,
+    Text,
+    ToolArguments,
+    ToolCallStart,
+    openai_conversation,
+)
+from simulator.rich import Shape, openai_tools
+from simulator.script import Directive
 from simulator.wire import ChatRequest, Renderer, RequestError, WireFormat, positive_int, sse
 
 _ERROR_TYPES = {
@@ -27,6 +40,13 @@ _ERROR_TYPES = {
 # OpenAI answers an alias with the snapshot that served it.
 SNAPSHOTS = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06"}
 _DONE = b"data: [DONE]\n\n"
+# What Azure's filter says of an answer it stopped (its four categories, one flagged).
+FILTERED_RESULTS = {
+    "hate": {"filtered": False, "severity": "safe"},
+    "self_harm": {"filtered": False, "severity": "safe"},
+    "sexual": {"filtered": False, "severity": "safe"},
+    "violence": {"filtered": True, "severity": "high"},
+}
 
 
 def _error_body(status: int, message: str, kind: str, code: str | None) -> web.Response:
@@ -50,11 +70,16 @@ class ChunkRenderer(Renderer):
             "created": int(time.time()),
             "model": answer.model,
         }
-        # Each content chunk is prefix + the token's JSON + suffix.
-        self._prefix = b"data: " + json.dumps(self._head, ensure_ascii=False).encode()[:-1]
-        self._prefix += b', "choices": [{"index": 0, "delta": {"content": '
+        # Each content chunk is prefix + the token's JSON + suffix; reasoning and argument
+        # pieces, as frequent in rich answers, are templated the same way around their delta.
+        self._delta_prefix = b"data: " + json.dumps(self._head, ensure_ascii=False).encode()[:-1]
+        self._delta_prefix += b', "choices": [{"index": 0, "delta": '
+        self._prefix = self._delta_prefix + b'{"content": '
         extra = json.dumps(self._extra).encode()[1:-1]
-        self._suffix = b'}, "finish_reason": null' + (b", " + extra if extra else b"") + b"}]}\n\n"
+        self._choice_suffix = b', "finish_reason": null' + (b", " + extra if extra else b"")
+        self._choice_suffix += b"}]}\n\n"
+        self._suffix = b"}" + self._choice_suffix
+        self._reasoning_key = b'{"' + answer.reasoning_field.encode() + b'": '
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return sse({**self._head, "choices": choices, **extra})
@@ -71,21 +96,76 @@ class ChunkRenderer(Renderer):
                 TOKEN_JSON.get(event.text) or json.dumps(event.text, ensure_ascii=False).encode()
             )
             return self._prefix + token + self._suffix
-        raise TypeError(f"no OpenAI rendering for {event!r}")
+        if isinstance(event, Reasoning):
+            delta = self._reasoning_key + _json(event.text) + b"}"
+        elif isinstance(event, Refusal):
+            delta = b'{"refusal": ' + _json(event.text) + b"}"
+        elif isinstance(event, ToolArguments):
+            head = b'{"tool_calls": [{"index": %d, "function": {"arguments": ' % event.index
+            delta = head + _json(event.piece) + b"}}]}"
+        elif isinstance(event, ToolCallStart):
+            return self._chunk([self._choice(_tool_call_start(event), None)])
+        else:
+            raise TypeError(f"no OpenAI rendering for {event!r}")
+        return self._delta_prefix + delta + self._choice_suffix
+
+    def _finish_choice(self) -> dict[str, Any]:
+        return self._choice({}, self._answer.finish)
 
     def closing(self) -> Sequence[bytes]:
-        events = [self._chunk([self._choice({}, self._answer.finish)])]
+        events = [self._chunk([self._finish_choice()])]
         if self._include_usage:
-            events.append(self._chunk([], usage=_usage(self._answer)))
+            events.append(self._chunk([], usage=usage(self._answer)))
         return [*events, _DONE]
 
 
-def _usage(answer: Answer) -> dict[str, int]:
-    return {
+def _json(text: str) -> bytes:
+    return TOKEN_JSON.get(text) or json.dumps(text, ensure_ascii=False).encode()
+
+
+def _tool_call_start(event: ToolCallStart) -> dict[str, Any]:
+    """A tool call's first fragment: its id and name, and empty arguments, as OpenAI sends."""
+    function = {"name": event.call.name, "arguments": ""}
+    call = {"index": event.index, "id": event.call.id, "type": "function", "function": function}
+    return {"tool_calls": [call]}
+
+
+def usage(answer: Answer) -> dict[str, Any]:
+    """OpenAI's usage; the token details only when the answer reasoned or read the cache."""
+    result: dict[str, Any] = {
         "prompt_tokens": answer.prompt_tokens,
         "completion_tokens": answer.completion_tokens,
         "total_tokens": answer.prompt_tokens + answer.completion_tokens,
     }
+    if answer.reasoning_tokens or answer.cached_tokens:
+        result["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
+        result["completion_tokens_details"] = {
+            "reasoning_tokens": answer.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+    return result
+
+
+def _message(answer: Answer) -> dict[str, Any]:
+    """The whole answer as an OpenAI assistant message (for requests that do not stream)."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text or None}
+    refusal = "".join(event.text for event in answer.events if isinstance(event, Refusal))
+    reasoning = "".join(event.text for event in answer.events if isinstance(event, Reasoning))
+    calls = [event.call for event in answer.events if isinstance(event, ToolCallStart)]
+    if not (refusal or calls):
+        message["content"] = answer.text
+    if refusal:
+        message["refusal"] = refusal
+    if reasoning:
+        message[answer.reasoning_field] = reasoning
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    return message
 
 
 class OpenAIFormat(WireFormat):
@@ -106,6 +186,7 @@ class OpenAIFormat(WireFormat):
             ),
             stream=body.get("stream") is True,
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+            tools=openai_tools(body.get("tools")),
         )
 
     def requested_model(self, request: web.Request, body: dict[str, Any]) -> str:
@@ -138,7 +219,7 @@ class OpenAIFormat(WireFormat):
         return ChunkRenderer(answer, include_usage=chat.include_usage)
 
     def complete(self, chat: ChatRequest, answer: Answer) -> web.Response:
-        message = {"role": "assistant", "content": answer.text}
+        message = _message(answer)
         choice = {"index": 0, "message": message, "finish_reason": answer.finish, "logprobs": None}
         body = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -146,7 +227,7 @@ class OpenAIFormat(WireFormat):
             "created": int(time.time()),
             "model": answer.model,
             "choices": [choice],
-            "usage": _usage(answer),
+            "usage": usage(answer),
         }
         return web.Response(
             text=json.dumps(body, ensure_ascii=False), content_type="application/json"
@@ -181,6 +262,12 @@ class AzureFormat(OpenAIFormat):
     def reported_model(self, chat: ChatRequest) -> str:
         return self.config.azure_model
 
+    def shape(self, chat: ChatRequest, directive: Directive) -> Shape:
+        # Azure serves OpenAI's own models, which stream no reasoning text.
+        return super().shape(
+            chat, replace(directive, reasoning_style=directive.reasoning_style or "hidden")
+        )
+
     def renderer(self, chat: ChatRequest, answer: Answer) -> Renderer:
         return _AzureRenderer(
             answer, include_usage=chat.include_usage, choice_extra={"content_filter_results": {}}
@@ -201,3 +288,9 @@ class _AzureRenderer(ChunkRenderer):
             }
         )
         return [first, *super().opening()]
+
+    def _finish_choice(self) -> dict[str, Any]:
+        choice = super()._finish_choice()
+        if self._answer.finish == "content_filter":
+            choice["content_filter_results"] = FILTERED_RESULTS
+        return choice

@@ -28,6 +28,7 @@ from simulator.config import SimulatorConfig
 from simulator.gemini import GeminiFormat
 from simulator.log import Received, RequestLog
 from simulator.openai import AzureFormat, OpenAIFormat
+from simulator.rich import rich_answer, text_token_count
 from simulator.script import Directive, DirectiveError, parse_directive
 from simulator.stream import Plan, send_stream, send_whole
 from simulator.wire import ChatRequest, RequestError, WireFormat
@@ -61,6 +62,10 @@ def _record(request: web.Request, provider: str, body: Any) -> dict[str, Any]:
 
 def _directive(chat: ChatRequest, provider: str, log: RequestLog, key: str) -> Directive:
     directive = parse_directive(last_user_text(chat.conversation))
+    if directive.tools and chat.conversation and chat.conversation[-1].role != "user":
+        # The conversation went on past the question (the tools' results came back): the
+        # model answers them instead of calling the tools again, as a real one would.
+        directive = directive.without_tools()
     if not directive.applies_to(provider):
         return directive.without_faults()
     if directive.is_fault:
@@ -73,21 +78,34 @@ def _directive(chat: ChatRequest, provider: str, log: RequestLog, key: str) -> D
 def _plan(
     config: SimulatorConfig, fmt: WireFormat, chat: ChatRequest, directive: Directive
 ) -> Plan:
-    count = config.tokens if directive.tokens is None else directive.tokens
+    count = text_token_count(directive, config.tokens)
     tokens = answer_tokens(chat.conversation, count, ending=config.answer_ending)
     truncated = chat.max_tokens is not None and chat.max_tokens < count
+    tps = config.tokens_per_s if directive.tps is None else directive.tps
+    ttft_s = config.ttft_s if directive.ttft is None else directive.ttft
+    model, prompt_tokens = fmt.reported_model(chat), count_prompt_tokens(chat.conversation)
+    if directive.is_rich:
+        rich = rich_answer(
+            model=model,
+            conversation=chat.conversation,
+            directive=directive,
+            tools=chat.tools,
+            text=tokens[: chat.max_tokens],
+            truncated=truncated,
+            prompt_tokens=prompt_tokens,
+            shape=fmt.shape(chat, directive),
+        )
+        return Plan(
+            answer=rich.answer, tps=tps, ttft_s=ttft_s, fault=directive,
+            think_s=directive.think_s, think_count=rich.think_count,
+        )  # fmt: skip
     answer = Answer(
-        model=fmt.reported_model(chat),
+        model=model,
         events=tuple(Text(token) for token in tokens[: chat.max_tokens]),
         finish="length" if truncated else "stop",
-        prompt_tokens=count_prompt_tokens(chat.conversation),
+        prompt_tokens=prompt_tokens,
     )
-    return Plan(
-        answer=answer,
-        tps=config.tokens_per_s if directive.tps is None else directive.tps,
-        ttft_s=config.ttft_s if directive.ttft is None else directive.ttft,
-        fault=directive,
-    )
+    return Plan(answer=answer, tps=tps, ttft_s=ttft_s, fault=directive)
 
 
 def _failed(record: dict[str, Any], response: web.Response) -> web.Response:
@@ -110,6 +128,8 @@ async def _answer(request: web.Request, fmt: WireFormat) -> web.StreamResponse:
         if (refused := fmt.refusal(request)) is not None:
             return _failed(record, refused)
         directive = _directive(chat, fmt.provider, log, record["fingerprint"])
+        # Planned here so that tool calls the request's tools cannot make are a 400 too.
+        plan = _plan(config, fmt, chat, directive)
     except (RequestError, DirectiveError) as error:
         return _failed(record, fmt.error(400, str(error)))
     if directive.status:
@@ -120,7 +140,6 @@ async def _answer(request: web.Request, fmt: WireFormat) -> web.StreamResponse:
             retry_after_s=directive.retry_after,
         )
         return _failed(record, refused)
-    plan = _plan(config, fmt, chat, directive)
     try:
         if chat.stream:
             renderer = fmt.renderer(chat, plan.answer)

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from simulator.answers import Answer, Text
+from simulator.answers import Answer, Reasoning, Refusal, Text
 from simulator.log import RequestLog
 from simulator.script import Directive
 from simulator.wire import Renderer
@@ -31,6 +31,10 @@ class Plan:
     tps: float
     ttft_s: float
     fault: Directive
+    # Thinking time: the first think_count events (reasoning) are spread over think_s, and
+    # the rest start after it, at the answer's pace.
+    think_s: float = 0.0
+    think_count: int = 0
 
     @property
     def interval_s(self) -> float:
@@ -76,7 +80,7 @@ async def _fault_at(request: web.Request, record: dict[str, Any], plan: Plan, se
 
 def _split_point(chunk: bytes, event: object) -> int:
     """Just after the first byte of the event's first multi-byte character, else the end."""
-    if not isinstance(event, Text):
+    if not isinstance(event, Text | Reasoning | Refusal):
         return len(chunk)
     raw = event.text.encode()
     first = next((i for i, byte in enumerate(raw) if byte >= 0x80), None)
@@ -104,16 +108,23 @@ async def _send_events(
         await resp.write(opening)
     loop = asyncio.get_running_loop()
     start = loop.time() + plan.ttft_s
-    # Wall clock, for benchmarks: content chunk k is due at started_at + ttft + k / tps.
+    # Wall clock, for benchmarks: content chunk k is due at started_at + ttft + k / tps
+    # (answers that think: reasoning spread over think_s, the rest think_s later).
     record["started_at"] = time.time()
+    if plan.think_s:
+        record["think_s"], record["think_count"] = plan.think_s, plan.think_count
     interval = plan.interval_s
+    think_count = plan.think_count
+    think_gap = plan.think_s / think_count if think_count else 0.0
+    # The first answer event is due think_s after the start, whatever the reasoning before.
+    answer_start = start + plan.think_s - think_count * interval
     # How far behind its pace the simulator itself fell (a starved core): a benchmark's lag
     # figures count from the due time, so they must not be blamed on the client.
     record["late_chunks"], record["late_max_s"] = 0, 0.0
     for index, event in enumerate(plan.answer.events):
         if await _fault_at(request, record, plan, index):
             return
-        due = start + index * interval
+        due = start + index * think_gap if index < think_count else answer_start + index * interval
         delay = due - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -168,6 +179,7 @@ async def send_whole(
     if plan.fault.stall_after is not None:
         await _stall(request, record, plan.fault.stall_s)
         return web.Response()
-    await asyncio.sleep(plan.ttft_s + plan.interval_s * len(plan.answer.events))
+    events = len(plan.answer.events) - plan.think_count
+    await asyncio.sleep(plan.ttft_s + plan.think_s + plan.interval_s * events)
     record["outcome"] = "completed"
     return response

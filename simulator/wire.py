@@ -15,6 +15,8 @@ from aiohttp import web
 
 from simulator.answers import Answer, Conversation, Event
 from simulator.config import SimulatorConfig
+from simulator.rich import Shape, Tool
+from simulator.script import Directive
 
 
 class RequestError(Exception):
@@ -30,6 +32,9 @@ class ChatRequest:
     max_tokens: int | None
     stream: bool = True
     include_usage: bool = True
+    tools: tuple[Tool, ...] = ()  # the tools the request defines, for `tools=` calls
+    include_thoughts: bool = False  # Gemini's thinkingConfig.includeThoughts
+    response_fields: tuple[str, ...] = ()  # Bedrock's additionalModelResponseFieldPaths
 
 
 class Renderer(ABC):
@@ -73,6 +78,16 @@ class WireFormat(ABC):
         """The model name the provider puts in its answer."""
         return chat.model
 
+    def shape(self, chat: ChatRequest, directive: Directive) -> Shape:
+        """What this format shows of a rich answer (OpenAI-compatible servers' by default)."""
+        style = directive.reasoning_style or "reasoning_content"
+        return Shape(
+            provider=self.provider,
+            show_reasoning=style != "hidden",
+            reasoning_field=style,
+            interleave=bool(directive.interleave),
+        )
+
     @abstractmethod
     def renderer(self, chat: ChatRequest, answer: Answer) -> Renderer: ...
 
@@ -84,6 +99,11 @@ class WireFormat(ABC):
 def sse(payload: dict[str, Any], *, end: bytes = b"\n\n") -> bytes:
     """One server-sent event carrying `payload` as JSON (UTF-8, not escaped)."""
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + end
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    """A request body's object field, or an empty one when it is absent or not an object."""
+    return value if isinstance(value, dict) else {}
 
 
 def positive_int(value: object, what: str) -> int | None:

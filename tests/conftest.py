@@ -241,6 +241,21 @@ async def deltas_text(db: asyncpg.Connection, job_id: uuid.UUID, attempt: int) -
     return "".join(part["content"] for part in parts)
 
 
+async def tally(db: asyncpg.Connection, expected: dict[uuid.UUID, str]) -> dict[str, int]:
+    """Counted, not assumed: jobs `lost` (not completed, or text missing) and `duplicated`
+    (text repeated in the row or in the deltas of the attempt that completed)."""
+    lost = duplicated = 0
+    for job_id, answer in expected.items():
+        record = await row(db, job_id)
+        streamed = await deltas_text(db, job_id, record["attempts"])
+        texts = (record["partial_content"], streamed)
+        if record["status"] != "completed" or any(len(t) < len(answer) for t in texts):
+            lost += 1
+        elif any(t != answer for t in texts):
+            duplicated += 1
+    return {"lost": lost, "duplicated": duplicated}
+
+
 def sim_requests(simulator_url: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{simulator_url}/_sim/requests", timeout=5) as response:  # noqa: S310
         return list(json.load(response))

@@ -58,6 +58,11 @@ async def test_forty_jobs_complete_byte_exact_at_concurrency_16(
         assert response["cost_usd"] == pytest.approx(
             response["usage"]["prompt_tokens"] * 1e-6 + tokens * 2e-6
         )
+        # The conftest simulator sends its first token 10 ms after the request.
+        assert 10 <= response["ttft_ms"] <= response["duration_ms"]
+        assert response["attempts"] == 1
+        assert response["message"] == {"role": "assistant", "content": expected}
+        assert response["parts"] == [{"type": "text", "text": expected}]
         assert record["completed_at"] is not None
         assert record["started_at"] <= record["completed_at"]
     answers = "".join(
@@ -65,6 +70,57 @@ async def test_forty_jobs_complete_byte_exact_at_concurrency_16(
         for text, tokens, _ in jobs.values()
     )
     assert any(ord(ch) > 0xFFFF for ch in answers), "the answers should include 4-byte characters"
+
+
+async def test_never_more_jobs_at_once_than_the_concurrency(
+    db: asyncpg.Connection, submit: Any, start_worker: StartWorker
+) -> None:
+    job_ids = [
+        await submit(chat(f"Bounded {i} {uuid.uuid4()} [[sim tokens=30 tps=20]]")) for i in range(9)
+    ]
+    worker = start_worker("--drain", WORKER_CONCURRENCY="3")
+    most = 0
+    while worker.popen.poll() is None:
+        running = await db.fetchval(
+            "SELECT count(*) FROM ai_streaming_jobs"
+            " WHERE id = ANY($1::uuid[]) AND status IN ('processing', 'streaming')",
+            job_ids,
+        )
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+    assert await worker.wait() == 0, worker.output
+    assert most == 3  # reached, never passed (9 jobs of 1.5 s would overlap otherwise)
+
+
+async def test_one_statement_per_flush_carries_every_running_job(
+    db: asyncpg.Connection, submit: Any, start_worker: StartWorker
+) -> None:
+    # 20 jobs streaming together for ~3 s, flushed every 50 ms: a statement per job per
+    # flush would be ~1,200; one per flush for all of them is ~60, plus claims and deletes.
+    job_ids = [
+        await submit(chat(f"Together {i} {uuid.uuid4()} [[sim tokens=60 tps=20]]"))
+        for i in range(20)
+    ]
+    before = await _transactions(db)
+    worker = start_worker("--drain", WORKER_CONCURRENCY="20", WORKER_FLUSH_INTERVAL_S="0.05")
+    assert await worker.wait() == 0, worker.output  # its sessions' statistics flush on exit
+    statements = await _transactions(db) - before
+    deltas = await db.fetchval(
+        "SELECT count(*) FROM ai_streaming_job_deltas WHERE job_id = ANY($1::uuid[])", job_ids
+    )
+    print(f"\nflush: jobs=20, deltas={deltas}, statements={statements}")
+    assert deltas >= 20 * 10  # each job wrote many deltas...
+    assert statements < 250, statements  # ...in far fewer statements than deltas
+
+
+async def _transactions(db: asyncpg.Connection) -> int:
+    """Transactions in this database so far (each statement the worker sends is one)."""
+    await db.execute("SELECT pg_stat_force_next_flush()")
+    value: int = await db.fetchval(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+        " WHERE datname = current_database()"
+    )
+    return value
 
 
 async def test_polling_client_sees_only_growing_prefixes_and_statuses_in_order(

@@ -6,10 +6,12 @@ import json
 import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
 import pytest
+import yaml
 
 from simulator import answer_text
 from tests.conftest import (
@@ -22,6 +24,7 @@ from tests.conftest import (
     row,
     send_message,
     sim_requests,
+    tally,
     upstream_closed,
 )
 from tests.support import eventually
@@ -44,6 +47,56 @@ async def test_rate_limits_are_retried_and_the_job_completes(
     assert record["partial_content"] == expected(text)
     assert requests_for(simulator_url, text) == 3
     assert worker.output.count('"provider_retry"') == 2
+
+
+async def test_a_retry_after_longer_than_the_backoff_is_waited_out(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    # Two 429s asking for 2 s each: the backoff alone (0.5 s, then 1 s, plus jitter under
+    # 0.5 s each) would retry within 2.5 s.
+    text = f"Slow down {uuid.uuid4()} [[sim status=429 times=2 retry_after=2]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain")
+    assert await worker.wait() == 0, worker.output
+    record = await row(db, job_id)
+    assert record["status"] == "completed"
+    assert requests_for(simulator_url, text) == 3
+    response = json.loads(record["response_data"])
+    assert response["duration_ms"] >= 4000
+
+
+async def test_a_retry_after_past_the_jobs_time_fails_it_rate_limited_at_once(
+    db: asyncpg.Connection, submit: Any, simulator_url: str, start_worker: StartWorker
+) -> None:
+    text = f"Come back later {uuid.uuid4()} [[sim status=429 retry_after=60]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain", WORKER_JOB_TIMEOUT_S="20")
+    assert await worker.wait() == 1, worker.output
+    record = await row(db, job_id)
+    assert (record["status"], record["error_code"]) == ("failed", "rate_limited")
+    assert requests_for(simulator_url, text) == 1
+    response = json.loads(record["response_data"])
+    assert response["duration_ms"] < 5000  # not waited into the 20 s job timeout
+    assert (response["model"], response["provider"]) == ("openai/sim-model", "openai")
+
+
+async def test_the_whole_job_timeout_fails_a_job_that_streams_too_long(
+    db: asyncpg.Connection, submit: Any, start_worker: StartWorker
+) -> None:
+    text = f"Endless {uuid.uuid4()} [[sim tokens=400 tps=20]]"
+    job_id = await submit(chat(text))
+    worker = start_worker("--drain", WORKER_JOB_TIMEOUT_S="3")
+    assert await worker.wait() == 1, worker.output
+    record = await row(db, job_id)
+    assert (record["status"], record["error_code"]) == ("failed", "timeout")
+    assert "longer than 3 s" in record["error_message"]
+    response = json.loads(record["response_data"])
+    assert 3000 <= response["duration_ms"] < 6000
+    streamed = await deltas_text(db, job_id, 1)
+    assert streamed
+    assert record["partial_content"] == streamed
+    assert expected(text, 400).startswith(streamed)
+    assert response["usage"]["completion_tokens"] > 0
 
 
 async def test_permanent_errors_fail_at_once_with_their_code(
@@ -70,6 +123,10 @@ async def test_permanent_errors_fail_at_once_with_their_code(
         assert record["error_message"]
         assert SIM_API_KEY not in record["error_message"]
         assert requests_for(simulator_url, text) == 1, f"{code} must not be retried"
+        response = json.loads(record["response_data"])
+        assert (response["model"], response["provider"]) == ("openai/sim-model", "openai")
+        assert response["ttft_ms"] is None
+        assert response["attempts"] == 1
     assert SIM_API_KEY not in worker.output
 
 
@@ -178,11 +235,14 @@ async def test_sigterm_hands_running_jobs_back_and_another_worker_finishes_them(
         record = await row(db, job_id)
         assert (record["status"], record["attempts"]) == ("completed", 2)
         assert record["partial_content"] == expected(text, 400)
-    # The second worker starts cold (about 3 s of imports) and still picks them up at once.
+    counts = await tally(db, {job_id: expected(text, 400) for job_id, text in texts.items()})
+    assert counts == {"lost": 0, "duplicated": 0}
+    # The second worker starts cold (2-8 s of imports here) and still picks them up at once.
     assert picked_up_s < 15
     print(
-        f"\nfault: SIGTERM: in_flight={len(texts)}, lost=0, duplicated=0,"
-        f" picked_up_after_s={picked_up_s:.1f} (incl. starting the second worker)"
+        f"\nfault: SIGTERM: in_flight={len(texts)}, lost={counts['lost']},"
+        f" duplicated={counts['duplicated']}, picked_up_after_s={picked_up_s:.1f}"
+        " (incl. starting the second worker)"
     )
 
 
@@ -285,3 +345,44 @@ async def test_no_secret_reaches_the_logs_or_the_row(
             secret,
         )
         assert stored == 0
+
+
+async def test_a_models_own_timeouts_override_the_workers(
+    db: asyncpg.Connection,
+    submit: Any,
+    simulator_url: str,
+    start_worker: StartWorker,
+    tmp_path: Path,
+) -> None:
+    base = {"api_base": f"{simulator_url}/v1", "api_key": "os.environ/SIM_API_KEY"}
+    models = tmp_path / "models.yaml"
+    entries = {
+        "impatient": {"stream_timeout": 1},
+        "brief": {"timeout": 2},
+        "patient": {"stream_timeout": 8},
+    }
+    model_list = [
+        {"model_name": name, "litellm_params": {"model": "openai/sim-model", **limits, **base}}
+        for name, limits in entries.items()
+    ]
+    models.write_text(yaml.safe_dump({"model_list": model_list}))
+    silent = await submit(chat(f"Slow start {uuid.uuid4()} [[sim ttft=4]]", model="impatient"))
+    long = await submit(chat(f"Long {uuid.uuid4()} [[sim tokens=200 tps=20]]", model="brief"))
+    thinker = f"Thinks first {uuid.uuid4()} [[sim ttft=4]]"
+    waited = await submit(chat(thinker, model="patient"))
+    # The worker's own limits would have failed `patient` (first token 3 s) and let the
+    # others run on: the models file decides for its models.
+    worker = start_worker(
+        "--drain", WORKER_MODELS_FILE=str(models), WORKER_FIRST_TOKEN_TIMEOUT_S="3"
+    )
+    assert await worker.wait(timeout_s=90) == 1, worker.output
+
+    first = await row(db, silent)
+    assert (first["status"], first["error_code"]) == ("failed", "timeout")
+    assert "no first token within 1 s" in first["error_message"]
+    second = await row(db, long)
+    assert (second["status"], second["error_code"]) == ("failed", "timeout")
+    assert "longer than 2 s" in second["error_message"]
+    third = await row(db, waited)
+    assert third["status"] == "completed"
+    assert requests_for(simulator_url, thinker) == 1

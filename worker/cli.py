@@ -7,6 +7,7 @@ import asyncio
 import sys
 import uuid
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -46,12 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole pipeline locally: no AWS account, no keys",
         description="Start an in-process SQS server and the LLM simulator, submit jobs as the "
-        "app does, run the worker until they are done and show them streaming; Ctrl-C stops "
-        "it gracefully. Reads DATABASE_URL only; when it is unset, uses the local PostgreSQL "
-        "(postgresql://postgres@127.0.0.1:5432, database `streaming_worker_demo`), else an "
-        "embedded one (the `pgserver` package: pip install -e '.[demo]').",
+        "app does (plain answers, a thinking job, a tool-calling job), run the worker until "
+        "they are done, show them streaming and check each against what the simulator sent; "
+        "Ctrl-C stops it gracefully. Reads DATABASE_URL only; when it is unset, uses the local "
+        "PostgreSQL (postgresql://postgres@127.0.0.1:5432, database `streaming_worker_demo`), "
+        "else an embedded one (the `pgserver` package: pip install -e '.[demo]').",
     )
-    demo.add_argument("--jobs", type=int, default=8, help="how many jobs (default 8)")
+    demo.add_argument(
+        "--jobs",
+        type=int,
+        default=8,
+        help="how many plain jobs, besides the thinking and the tool-calling one (default 8)",
+    )
     demo.add_argument("--tokens", type=int, default=120, help="tokens per answer (default 120)")
     demo.add_argument(
         "--tokens-per-s", type=float, default=40, help="streaming speed per job (default 40)"
@@ -60,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--short",
         action="store_true",
-        help="a few small, fast jobs (for CI): 3 jobs of 24 tokens at 200 tokens/s",
+        help="a few small, fast jobs (for CI): 3 plain jobs of 24 tokens at 200 tokens/s, "
+        "a short thinking job and a tool-calling job",
     )
     demo.add_argument(
         "--embedded-postgres",
@@ -89,8 +97,9 @@ def _add_client_commands(commands: Any) -> None:
         help="submit a job as the app does (prints its id; --follow prints the answer)",
         description="Insert a `pending` row into ai_streaming_jobs and send its SQS message "
         '{"jobId": ...}, exactly as the app does, then print the job id. With --follow, '
-        "print the answer as it grows (from ai_streaming_job_deltas, with a cursor) and exit "
-        "by the job's end: 0 completed or cancelled, 1 failed. "
+        "print the answer as it grows on stdout (from ai_streaming_job_deltas, with a cursor), "
+        "the reasoning on stderr after `thinking: `, and the tool calls the job ended with "
+        "on stderr; exit by the job's end: 0 completed or cancelled, 1 failed. "
         f"{_CLIENT_SETTINGS}, {_QUEUE_SETTINGS}.",
     )
     submit.add_argument("prompt", help="the user message")
@@ -99,13 +108,31 @@ def _add_client_commands(commands: Any) -> None:
     submit.add_argument("--temperature", type=float, help="options.temperature")
     submit.add_argument("--max-tokens", type=int, help="options.max_tokens")
     submit.add_argument(
+        "--tools",
+        type=Path,
+        metavar="FILE",
+        help="options.tools from a JSON file: OpenAI's `tools` list, one tool of it, or one "
+        'function {"name", "parameters"}',
+    )
+    submit.add_argument(
+        "--tool-choice",
+        metavar="CHOICE",
+        help="options.tool_choice: auto, none, required, or a tool's name to force that tool",
+    )
+    submit.add_argument(
+        "--reasoning-effort",
+        metavar="EFFORT",
+        help="options.reasoning_effort (low, medium, high, ...: what LiteLLM takes for the model)",
+    )
+    submit.add_argument(
         "--follow", action="store_true", help="print the answer as it grows, until the job ends"
     )
     status = commands.add_parser(
         "status",
-        help="show a job's status, attempts, error and usage",
-        description="Print a job's row as the app sees it: status, model, attempts, error "
-        "code and message, usage and cost, text length and times. Exit 2 if there is no such "
+        help="show a job's status, finish reason, tool calls, attempts, error and usage",
+        description="Print a job's row as the app sees it: status, model, attempts, finish "
+        "reason, error code and message, usage (with reasoning and cached tokens) and cost, "
+        "text and reasoning length, tool calls and times. Exit 2 if there is no such "
         f"job. {_CLIENT_SETTINGS}.",
     )
     status.add_argument("job_id", type=uuid.UUID, metavar="JOB_ID", help="the job's id (a uuid)")
@@ -199,14 +226,10 @@ def _client(args: argparse.Namespace, settings: Settings) -> int:
 
     work: Coroutine[Any, Any, int]
     if args.command == "submit":
-        request = commands.build_request(
-            model=args.model,
-            prompt=args.prompt,
-            system=args.system,
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-        )
-        work = commands.submit_command(settings, request, follow=args.follow)
+        request_data = _submit_request(args)
+        if request_data is None:
+            return 2
+        work = commands.submit_command(settings, request_data, follow=args.follow)
     elif args.command == "status":
         work = commands.status_command(settings, args.job_id, as_json=args.json)
     else:
@@ -223,6 +246,28 @@ def _client(args: argparse.Namespace, settings: Settings) -> int:
         what = str(error) if isinstance(error, DatabaseUnavailable) else f"{kind}: {error}"
         print(f"streaming-worker {args.command}: {what}{hint}", file=sys.stderr)
         return 1
+
+
+def _submit_request(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`request_data` from submit's flags; None, once said why, for a `--tools` file that
+    cannot be sent (checked before anything is written or sent)."""
+    from worker.client import request
+
+    try:
+        tools = None if args.tools is None else request.load_tools(args.tools)
+    except request.ToolsFileError as error:
+        print(f"streaming-worker submit: {error}", file=sys.stderr)
+        return None
+    return request.build_request(
+        model=args.model,
+        prompt=args.prompt,
+        system=args.system,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        tools=tools,
+        tool_choice=args.tool_choice,
+        reasoning_effort=args.reasoning_effort,
+    )
 
 
 def _database_command(name: str, work: Coroutine[Any, Any, int]) -> int:

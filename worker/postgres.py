@@ -36,6 +36,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,
     asyncpg.CannotConnectNowError,
     asyncpg.DeadlockDetectedError,
+    # Seen when an administrator terminated the session mid-statement: asyncpg's protocol is
+    # left "in another operation" and the connection must be replaced, not reused.
+    asyncpg.InternalClientError,
 )
 
 _T = TypeVar("_T")

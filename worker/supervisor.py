@@ -127,14 +127,22 @@ class Supervisor:
 
     async def run(self) -> Counter[Disposition]:
         """Receive and run jobs until the mode's end or `stop()`; returns outcome counts."""
-        async with asyncio.TaskGroup() as housekeeping:
-            beside = [housekeeping.create_task(self._extend_visibility())]
-            if self._policy.takeover_interval_s is not None and self._mode is not Mode.ONCE:
-                beside.append(housekeeping.create_task(self._take_over_expired()))
-            await self._receive_loop()
-            for task in beside:
+        try:
+            async with asyncio.TaskGroup() as housekeeping:
+                beside = [housekeeping.create_task(self._extend_visibility())]
+                if self._policy.takeover_interval_s is not None and self._mode is not Mode.ONCE:
+                    beside.append(housekeeping.create_task(self._take_over_expired()))
+                await self._receive_loop()
+                for task in beside:
+                    task.cancel()
+                await self._finish_running()
+        finally:
+            # Reached with jobs still running only through an error or a cancellation: they
+            # are this loop's tasks, so they are handed back and awaited here too.
+            for task in self._running:
                 task.cancel()
-            await self._finish_running()
+            if self._running:
+                await asyncio.wait(list(self._running), timeout=RELEASE_DEADLINE_S)
         counts = {disposition.value: n for disposition, n in self.outcomes.items()}
         log.info("shutdown_complete", mode=self._mode.value, **counts)
         return self.outcomes

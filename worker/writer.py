@@ -29,6 +29,10 @@ T = TypeVar("T")
 
 # How often a job without new text is looked at anyway (contract: cancel noticed within 2 s).
 IDLE_CHECK_S = 1.0
+# A job's first text is flushed this soon after it arrives (gathering other jobs' first text
+# meanwhile), and such early flushes are at least this far apart: at most 20 a second.
+FIRST_TEXT_COALESCE_S = 0.005
+FIRST_TEXT_GAP_S = 0.05
 
 
 class JobStopped(Exception):
@@ -47,6 +51,7 @@ class JobBuffer:
     claim: Claim
     max_chars: int
     wake_writer: Callable[[], None]
+    first_text: Callable[[], None]
     seq: int = 0  # the last delta committed
     content_seq: int = 0  # the last delta whose text and reasoning the row holds
     pending: list[str] = field(default_factory=list)
@@ -80,6 +85,8 @@ class JobBuffer:
     def _add(self, pending: list[str], text: str) -> None:
         if self.pending_since is None:
             self.pending_since = time.monotonic()
+            if self.seq == 0:
+                self.first_text()  # the first words are what a chat user waits for
         pending.append(text)
         self.pending_chars += len(text)
         if self.pending_chars >= self.max_chars:
@@ -88,23 +95,48 @@ class JobBuffer:
     def tail(self) -> FlushItem:
         """Everything not yet committed, as the next delta and a refresh of the row's text:
         how a job the app cancelled catches up as it stops."""
+        delta, reasoning = self.take_pending()
+        return self.item(delta, reasoning, refreshing=True)
+
+    def take_pending(self) -> tuple[str, str | None]:
+        """The text and reasoning appended since the last flush took them."""
         delta, reasoning = "".join(self.pending), "".join(self.pending_reasoning) or None
-        new = bool(delta or reasoning)
+        self.pending, self.pending_reasoning = [], []
+        self.pending_chars, self.pending_since = 0, None
+        return delta, reasoning
+
+    def item(
+        self,
+        delta: str,
+        reasoning: str | None,
+        *,
+        refreshing: bool,
+        outcome: Outcome | None = None,
+        status: Status | None = None,
+        renew: bool = False,
+    ) -> FlushItem:
+        """The next flush's share for this job: its new text as delta `seq + 1`, and, when
+        `refreshing`, everything the row's text does not hold yet."""
+        refresh = refresh_reasoning = None
+        if refreshing:
+            refresh = "".join(self.unrefreshed) + delta
+            refresh_reasoning = "".join(self.unrefreshed_reasoning) + (reasoning or "") or None
+        error = None if outcome is None else outcome.error
         return FlushItem(
             job_id=self.claim.job_id,
             lease=self.claim.lease,
             attempt=self.claim.attempt,
-            seq=self.seq + 1 if new else self.seq,
+            seq=self.seq + 1 if delta or reasoning else self.seq,
             delta=delta,
             reasoning=reasoning,
-            refresh="".join(self.unrefreshed) + delta,
-            refresh_reasoning="".join(self.unrefreshed_reasoning) + (reasoning or ""),
+            refresh=refresh,
+            refresh_reasoning=refresh_reasoning,
             refresh_from=self.content_seq,
-            status=None,
-            response_data=None,
-            error_code=None,
-            error_message=None,
-            renew=False,
+            status=status,
+            response_data=None if outcome is None else outcome.response_data,
+            error_code=None if error is None else error.code.value,
+            error_message=None if error is None else error.message,
+            renew=renew,
         )
 
     @contextlib.asynccontextmanager
@@ -163,9 +195,17 @@ class StreamWriter:
         self._buffers: dict[uuid.UUID, JobBuffer] = {}
         self._wake = asyncio.Event()
         self._closing = False
+        self._stopped = False
+        self._early = False
+        self._flushed_at = 0.0
 
     def open(self, claim: Claim) -> JobBuffer:
-        buffer = JobBuffer(claim=claim, max_chars=self._max_chars, wake_writer=self._wake.set)
+        buffer = JobBuffer(
+            claim=claim,
+            max_chars=self._max_chars,
+            wake_writer=self._wake.set,
+            first_text=self._first_text_arrived,
+        )
         self._buffers[claim.lease] = buffer
         return buffer
 
@@ -174,6 +214,8 @@ class StreamWriter:
         assert outcome.ending.row_status is not None, "a lost attempt writes nothing"
         if buffer.refusal is not None:
             return buffer.refusal
+        if self._stopped:
+            raise StoreUnavailable("the writer has stopped")
         buffer.outcome = outcome
         buffer.finished = asyncio.get_running_loop().create_future()
         return await asyncio.shield(buffer.finished)
@@ -193,20 +235,40 @@ class StreamWriter:
         waits at most one interval plus one commit, however long the commits take.
         """
         loop = asyncio.get_running_loop()
-        beat = loop.time()
-        while True:
-            beat = max(beat + self._interval_s, loop.time())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(beat):
-                    await self._wake.wait()
-            self._wake.clear()
-            closing = self._closing
-            await self.flush()
-            if closing:
-                return
+        beat = loop.time() + self._interval_s
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(beat):
+                        await self._wake.wait()
+                self._wake.clear()
+                if self._early and not self._closing:
+                    # A job's first text: flush it soon rather than at the next beat, but
+                    # at most once per FIRST_TEXT_GAP_S, so that many jobs starting at
+                    # once share their early flushes.
+                    gap = self._flushed_at + FIRST_TEXT_GAP_S - loop.time()
+                    await asyncio.sleep(max(FIRST_TEXT_COALESCE_S, gap))
+                self._early = False
+                closing = self._closing
+                self._flushed_at = loop.time()
+                await self.flush()
+                if closing:
+                    return
+                if loop.time() >= beat:  # only a beat moves the beat: early flushes are extra
+                    beat = max(beat + self._interval_s, loop.time())
+        finally:
+            # Nothing will commit a job's last write any more: its waiter must not wait on.
+            self._stopped = True
+            for buffer in self._buffers.values():
+                if buffer.finished is not None and not buffer.finished.done():
+                    buffer.finished.set_exception(StoreUnavailable("the writer has stopped"))
 
     def close(self) -> None:
         self._closing = True
+        self._wake.set()
+
+    def _first_text_arrived(self) -> None:
+        self._early = True
         self._wake.set()
 
     async def flush(self) -> None:
@@ -236,39 +298,22 @@ class StreamWriter:
         )
 
     def _take(self, buffer: JobBuffer, now: float) -> _Taken:
-        delta = "".join(buffer.pending)
-        reasoning = "".join(buffer.pending_reasoning) or None
-        new = bool(delta or reasoning)
         text_since = buffer.pending_since
+        delta, reasoning = buffer.take_pending()
+        new = bool(delta or reasoning)
         if new and buffer.unrefreshed_since is None:
             buffer.unrefreshed_since = text_since
         outcome = buffer.outcome
         status = outcome.ending.row_status if outcome is not None else None
         if status is None and new and not buffer.streaming:
             status = Status.STREAMING  # the first token of any kind shows with the first flush
-        refresh = refresh_reasoning = None
-        if outcome is not None or self._refresh_due(buffer, now):
-            refresh = "".join(buffer.unrefreshed) + delta
-            refresh_reasoning = "".join(buffer.unrefreshed_reasoning) + (reasoning or "") or None
-        renew = now - buffer.last_renewed >= self._lease_s / 3
-        buffer.pending, buffer.pending_reasoning = [], []
-        buffer.pending_chars, buffer.pending_since = 0, None
-        error = None if outcome is None else outcome.error
-        item = FlushItem(
-            job_id=buffer.claim.job_id,
-            lease=buffer.claim.lease,
-            attempt=buffer.claim.attempt,
-            seq=buffer.seq + 1 if new else buffer.seq,
-            delta=delta,
-            reasoning=reasoning,
-            refresh=refresh,
-            refresh_reasoning=refresh_reasoning,
-            refresh_from=buffer.content_seq,
+        item = buffer.item(
+            delta,
+            reasoning,
+            refreshing=outcome is not None or self._refresh_due(buffer, now),
+            outcome=outcome,
             status=status,
-            response_data=None if outcome is None else outcome.response_data,
-            error_code=None if error is None else error.code.value,
-            error_message=None if error is None else error.message,
-            renew=renew,
+            renew=now - buffer.last_renewed >= self._lease_s / 3,
         )
         return _Taken(buffer=buffer, item=item, text_since=text_since)
 
@@ -310,8 +355,13 @@ class StreamWriter:
                 buffer.finished.set_result(result)
 
     async def _retrying(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Retry the very same write until it commits: the fencing makes that exactly-once.
+
+        Any error, not only a lost connection: the writer is the one task every job's text
+        goes through, and a writer that died would leave every job waiting for its commit.
+        """
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(StoreUnavailable),
+            retry=retry_if_exception_type(Exception),
             wait=wait_exponential_jitter(multiplier=0.1, max=5),
             before_sleep=_log_store_retry,
             reraise=True,
@@ -323,4 +373,7 @@ class StreamWriter:
 
 def _log_store_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
-    log.warning("store_unavailable", retry=state.attempt_number, error=str(error))
+    if isinstance(error, StoreUnavailable):
+        log.warning("store_unavailable", retry=state.attempt_number, error=str(error))
+    else:
+        log.error("flush_error", retry=state.attempt_number, exc_info=error)

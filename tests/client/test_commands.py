@@ -6,73 +6,14 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg  # noqa: TID251 (tests read rows as the app's clients do)
-import boto3
-import pytest
 
 from simulator import answer_text
-from tests.conftest import AWS_ENV, SIM_API_KEY, row
-from tests.support import REPO, eventually, spawn, worker_command
-
-CLI_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-Cli = Callable[..., Any]
-
-
-@pytest.fixture(scope="module")
-def served_env(
-    database_url: str, sqs_endpoint: str, models_file: Path, logs_dir: Path
-) -> Iterator[dict[str, str]]:
-    """One worker for the module, on its own queue: the CLI talks to a running system."""
-    sqs = boto3.client("sqs", endpoint_url=sqs_endpoint, region_name="us-east-1")
-    queue_url = sqs.create_queue(QueueName=f"client-cli-{uuid.uuid4().hex[:10]}")["QueueUrl"]
-    env = {
-        **AWS_ENV,
-        "DATABASE_URL": database_url,
-        "SQS_QUEUE_URL": queue_url,
-        "AWS_ENDPOINT_URL_SQS": sqs_endpoint,
-        "WORKER_MODELS_FILE": str(models_file),
-        "WORKER_METRICS_PORT": "0",
-        "WORKER_FLUSH_INTERVAL_S": "0.05",
-        "WORKER_RECEIVE_WAIT_S": "1",
-        "WORKER_LOG_FORMAT": "json",
-        "SIM_API_KEY": SIM_API_KEY,
-    }
-    worker = spawn(worker_command("run"), env=env, log_path=logs_dir / "client-cli-worker.log")
-    yield env
-    worker.stop()
-
-
-@pytest.fixture
-def cli(served_env: dict[str, str]) -> Cli:
-    """Run `streaming-worker ARGS` against the served queue (or `SQS_QUEUE_URL=` another)."""
-
-    async def run(*args: str, **env: str) -> Result:
-        process = await asyncio.create_subprocess_exec(
-            *worker_command(*args),
-            env={**os.environ, **served_env, **env},
-            cwd=REPO,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_S)
-        assert process.returncode is not None
-        return Result(process.returncode, stdout.decode(), stderr.decode())
-
-    return run
+from tests.client.conftest import CLI_TIMEOUT_S, Cli
+from tests.conftest import row
+from tests.support import REPO, eventually, worker_command
 
 
 async def test_submit_writes_a_pending_row_and_sends_its_message(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import re
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.client.conftest import needs_rich_worker
 from tests.support import Process, eventually, spawn, worker_command
 
 DEMO_TIMEOUT_S = 90.0
@@ -49,11 +51,34 @@ def demos(logs_dir: Path, database_url: str) -> Iterator[dict[str, Process]]:
         process.stop()
 
 
-async def test_short_demo_completes_every_job_byte_exact(demos: dict[str, Process]) -> None:
+async def test_short_demo_completes_every_job_and_its_answers_are_byte_exact(
+    demos: dict[str, Process],
+) -> None:
     demo = demos["short"]
     assert await demo.wait(DEMO_TIMEOUT_S) == 0, demo.output
-    assert "3/3 completed, 3 byte-exact" in demo.output
+    assert "5/5 completed" in demo.output
+    answers = [line.split() for line in demo.output.splitlines() if "  answer   " in line]
+    assert len(answers) == 3
+    assert all(fields[2:4] == ["completed", "yes"] for fields in answers), demo.output
     assert "Traceback" not in demo.output
+
+
+@needs_rich_worker
+async def test_short_demo_checks_its_thinking_job_and_its_tool_calling_job(
+    demos: dict[str, Process],
+) -> None:
+    """The thinking job's reasoning and answer, and the tool job's finish reason and calls,
+    are what the simulator sent."""
+    demo = demos["short"]
+    assert await demo.wait(DEMO_TIMEOUT_S) == 0, demo.output
+    assert re.search(
+        r"reasoning \(\d+ characters\) and answer as the simulator sent: yes", demo.output
+    )
+    assert (
+        "finish_reason tool_calls, get_weather called with the simulator's arguments and id: yes"
+        in demo.output
+    )
+    assert "5/5 completed, 5 as expected" in demo.output
 
 
 @pytest.mark.skipif(
@@ -64,7 +89,7 @@ async def test_embedded_postgres_runs_the_demo_and_is_removed_after(
 ) -> None:
     demo = demos["embedded"]
     assert await demo.wait(DEMO_TIMEOUT_S) == 0, demo.output
-    assert "3/3 completed, 3 byte-exact" in demo.output
+    assert "5/5 completed" in demo.output
     [where] = [line for line in demo.output.splitlines() if line.startswith("PostgreSQL: ")]
     assert where.startswith("PostgreSQL: embedded (pgserver) in ")
     data_dir = Path(where.removeprefix("PostgreSQL: embedded (pgserver) in ").split(",")[0])
@@ -86,6 +111,7 @@ async def test_ctrl_c_stops_the_demo_gracefully_with_a_summary(
     demo.popen.send_signal(signal.SIGINT)
 
     assert await demo.wait(20) == 1, demo.output
-    assert "0/2 completed" in demo.output
-    assert "stopped early: 2 jobs did not finish and were handed back" in demo.output
+    # The tool-calling job is done in an instant; the long answers and the thinking job not.
+    assert "1/4 completed" in demo.output
+    assert "stopped early: 3 jobs did not finish and were handed back" in demo.output
     assert "Traceback" not in demo.output

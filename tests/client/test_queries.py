@@ -9,6 +9,7 @@ import asyncpg  # noqa: TID251 (tests write deltas as the worker does)
 import pytest
 
 from worker.client import queries
+from worker.client.queries import Delta
 from worker.jobs import Status
 from worker.postgres import Database
 
@@ -30,6 +31,7 @@ async def test_an_inserted_job_is_pending_and_shown_with_its_model(app_db: Datab
     assert (view["status"], view["model"], view["attempts"]) == ("pending", "sim-model", 0)
     [row] = await queries.job_rows(app_db, [job_id])
     assert (row["id"], row["partial_content"], row["response_data"]) == (job_id, "", None)
+    assert (view["reasoning_content"], row["reasoning_content"]) == ("", "")
     assert await queries.job_status(app_db, uuid.uuid4()) is None
     assert await queries.job_view(app_db, uuid.uuid4()) is None
 
@@ -52,14 +54,18 @@ async def test_deltas_after_a_cursor_come_in_order_across_attempts(
 ) -> None:
     job_id = await queries.insert_job(app_db, {"model": "m", "messages": []})
     await db.executemany(
-        "INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content)"
-        " VALUES ($1, $2, $3, $4)",
-        [(job_id, 2, 1, "c"), (job_id, 1, 2, "b"), (job_id, 1, 1, "a")],
+        "INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content, reasoning)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        [
+            (job_id, 2, 1, "c", None),
+            (job_id, 1, 2, "b", None),
+            (job_id, 1, 1, "", "thinks"),
+        ],
     )
 
     every = await queries.deltas_after(app_db, job_id, attempt=0, seq=0)
-    assert every == [(1, 1, "a"), (1, 2, "b"), (2, 1, "c")]
-    assert await queries.deltas_after(app_db, job_id, attempt=1, seq=2) == [(2, 1, "c")]
+    assert every == [Delta(1, 1, "", "thinks"), Delta(1, 2, "b"), Delta(2, 1, "c")]
+    assert await queries.deltas_after(app_db, job_id, attempt=1, seq=2) == [Delta(2, 1, "c")]
 
 
 async def test_create_database_only_when_missing(app_db: Database) -> None:

@@ -143,6 +143,7 @@ class FakeFlushes:
     batches: list[list[FlushItem]] = field(default_factory=list)
     refuse: dict[uuid.UUID, Status] = field(default_factory=dict)
     fail_next: int = 0
+    fail_with: Exception | None = None
     settled: list[tuple[FlushItem, dict[str, Any]]] = field(default_factory=list)
     written: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -151,7 +152,7 @@ class FakeFlushes:
         self.written.set()
         if self.fail_next:
             self.fail_next -= 1
-            raise StoreUnavailable("connection lost")
+            raise self.fail_with or StoreUnavailable("connection lost")
         return [
             FlushResult(
                 job_id=item.job_id,

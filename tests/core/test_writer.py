@@ -11,6 +11,7 @@ import pytest
 from tests.core.doubles import FakeFlushes, claim_for
 from worker.errors import ProviderUnavailable
 from worker.jobs import Ending, Outcome, Status
+from worker.store import StoreUnavailable
 from worker.writer import JobStopped, StreamWriter
 
 
@@ -197,3 +198,51 @@ async def test_a_cancelled_job_commits_the_text_the_refused_flush_carried() -> N
     assert (tail.seq, tail.delta, tail.reasoning) == (2, "two three", None)
     assert (tail.refresh, tail.refresh_reasoning, tail.refresh_from) == ("one two three", "hm", 0)
     assert data == {"finish_reason": "cancelled"}
+
+
+async def test_an_unexpected_error_does_not_stop_the_writer() -> None:
+    store = FakeFlushes(fail_next=1, fail_with=RuntimeError("cannot switch to state 12"))
+    sink = writer(store)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    buffer.append("kept")
+    await sink.flush()
+    assert len(store.batches) == 2
+    assert store.batches[0] == store.batches[1]
+
+
+async def test_a_stopped_writer_releases_every_job_waiting_for_its_commit() -> None:
+    store = FakeFlushes()
+    sink = writer(store, interval_s=3600)
+    buffer = sink.open(claim_for(uuid.uuid4()))
+    running = asyncio.create_task(sink.run())
+    ending = asyncio.create_task(sink.finish(buffer, Outcome(Ending.HANDED_BACK)))
+    await asyncio.sleep(0)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(ending, timeout=1)
+    with pytest.raises(StoreUnavailable):
+        await sink.finish(sink.open(claim_for(uuid.uuid4())), Outcome(Ending.COMPLETED))
+
+
+async def test_a_jobs_first_words_are_flushed_at_once_taking_the_others_text_along() -> None:
+    store = FakeFlushes()
+    sink = writer(store, interval_s=3600)  # the beat never comes during this test
+    running = asyncio.create_task(sink.run())
+    first = sink.open(claim_for(uuid.uuid4()))
+    first.append("Hello")
+    async with asyncio.timeout(1):
+        await store.written.wait()
+    store.written.clear()
+    first.append(" again")  # not a first token any more: it waits for the beat
+    second = sink.open(claim_for(uuid.uuid4()))
+    second.append("Hi")  # another job's first words: flushed early, with the other's text
+    async with asyncio.timeout(1):
+        await store.written.wait()
+    sink.close()
+    await running
+    assert [[item.delta for item in batch] for batch in store.batches[:2]] == [
+        ["Hello"],
+        [" again", "Hi"],
+    ]

@@ -1,2 +1,3 @@
-"""The app's side of the contract, from a shell: `submit`, `status`, `cancel` (`commands`) and
-the local demo (`demo`), with the app's own SQL (`queries`). Not needed by the daemon."""
+"""The app's side of the contract, from a shell: `submit`, `status`, `cancel` (`commands`), what
+they send (`request`), follow (`follow`) and show (`describe`), the local demo (`demo`, its view
+in `demo_view`), with the app's own SQL (`queries`). Not needed by the daemon."""

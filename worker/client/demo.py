@@ -2,8 +2,10 @@
 
 An in-process SQS server (moto), the LLM simulator, a PostgreSQL (DATABASE_URL, else the local
 server's `streaming_worker_demo` database, else an embedded one from the `pgserver` package),
-N jobs submitted as the app does, the worker draining them, a live view of every answer
-growing, and a summary table. Ctrl-C stops the worker gracefully and still prints the summary.
+N plain jobs plus a thinking job and a tool-calling job submitted as the app does, the worker
+draining them, a live view of every answer growing (`demo_view`), and a summary table that
+checks each row against what the simulator sent. Ctrl-C stops the worker gracefully and still
+prints the summary.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from aiohttp import web
 import simulator
 from worker import app
 from worker.client import commands, queries
+from worker.client.demo_view import DemoJob, LiveView
+from worker.client.request import build_request
 from worker.postgres import Database
 from worker.queue import JobQueue
 from worker.settings import Settings
@@ -47,7 +50,21 @@ PROMPTS = (
     "List three ways to make a worker shut down gracefully.",
     "Describe exactly-once text streaming to a database.",
 )
-BAR_WIDTH = 28
+THINKING_PROMPT = "Think it over first: when is a retried write safe?"
+TOOL_PROMPT = "What is the weather in Lisbon right now?"
+# The tool the tool-calling job defines (options.tools); the simulator fills its arguments.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
 REFRESH_S = 0.2
 
 
@@ -62,11 +79,21 @@ class DemoOptions:
     tokens_per_s: float = 40.0
     concurrency: int = 8
     ttft_s: float = 0.2
+    reasoning_tokens: int = 60  # the thinking job's, before its answer
+    think_s: float = 1.5  # how long the thinking job thinks
 
     @classmethod
     def short(cls) -> DemoOptions:
         """A few small, fast jobs: the whole pipeline in a few seconds, for CI."""
-        return cls(jobs=3, tokens=24, tokens_per_s=200.0, concurrency=3, ttft_s=0.05)
+        return cls(
+            jobs=3,
+            tokens=24,
+            tokens_per_s=200.0,
+            concurrency=5,
+            ttft_s=0.05,
+            reasoning_tokens=12,
+            think_s=0.2,
+        )
 
 
 async def run_demo(options: DemoOptions, *, embedded_postgres: bool = False) -> int:
@@ -89,7 +116,7 @@ async def run_demo(options: DemoOptions, *, embedded_postgres: bool = False) -> 
                 queue_url = await JobQueue.create(
                     "streaming-jobs-demo", region=REGION, endpoint_url=sqs_endpoint
                 )
-                requests = [_request(index, options.tokens) for index in range(options.jobs)]
+                jobs = demo_jobs(options)
                 settings = Settings(
                     DATABASE_URL=database_url,
                     SQS_QUEUE_URL=queue_url,
@@ -101,20 +128,14 @@ async def run_demo(options: DemoOptions, *, embedded_postgres: bool = False) -> 
                     shutdown_grace_s=2.0,
                     log_level="warning",
                 )
-                job_ids = await _submit(settings, requests)
+                job_ids = await _submit(settings, [job.request for job in jobs])
                 print(
-                    f"submitted {len(job_ids)} jobs as the app does (row, then SQS message);"
+                    f"submitted {len(job_ids)} jobs as the app does (row, then SQS message):"
+                    f" {options.jobs} plain, one thinking, one calling a tool;"
                     f" worker concurrency {options.concurrency}; Ctrl-C stops it gracefully",
                     flush=True,
                 )
-                view = LiveView(
-                    expected={
-                        job_id: simulator.answer_text(request["messages"], options.tokens)
-                        for job_id, request in zip(job_ids, requests, strict=True)
-                    },
-                    tokens=options.tokens,
-                    tty=sys.stdout.isatty(),
-                )
+                view = LiveView(jobs=dict(zip(job_ids, jobs, strict=True)), tty=sys.stdout.isatty())
                 worker = asyncio.create_task(app.run_worker(settings, mode=Mode.DRAIN))
                 rows = await _watch(database_url, view, worker)
                 exit_code = await worker
@@ -220,13 +241,58 @@ def _models(llm_url: str) -> dict[str, Any]:
     }
 
 
-def _request(index: int, tokens: int) -> dict[str, Any]:
-    prompt = PROMPTS[index % len(PROMPTS)]
-    return commands.build_request(
+def demo_jobs(options: DemoOptions) -> list[DemoJob]:
+    """The plain jobs, then a thinking job and a tool-calling job, with what the simulator
+    will answer each (its answers are derived from the conversation)."""
+    jobs = []
+    for index in range(options.jobs):
+        request = _request(f"{PROMPTS[index % len(PROMPTS)]} (demo job {index + 1})", options)
+        answer = simulator.answer_text(request["messages"], options.tokens)
+        jobs.append(DemoJob("answer", request, answer, tokens=options.tokens))
+    thinking = _request(
+        f"{THINKING_PROMPT} [[sim reasoning={options.reasoning_tokens} think_s={options.think_s}]]",
+        options,
+    )
+    jobs.append(
+        DemoJob(
+            "thinking",
+            thinking,
+            simulator.answer_text(thinking["messages"], options.tokens),
+            tokens=options.tokens + options.reasoning_tokens,
+            reasoning=simulator.expected_reasoning(thinking["messages"], options.reasoning_tokens),
+        )
+    )
+    tools = _request(f"{TOOL_PROMPT} [[sim tools=1]]", options, tools=[WEATHER_TOOL])
+    calls = simulator.expected_tool_calls(tools["messages"], [WEATHER_TOOL])
+    jobs.append(
+        DemoJob(
+            "tools",
+            tools,
+            "",
+            # Each call's arguments stream in three pieces (the simulator's default), a token each.
+            tokens=3 * len(calls),
+            tool_calls=tuple(
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in calls
+            ),
+        )
+    )
+    return jobs
+
+
+def _request(
+    prompt: str, options: DemoOptions, *, tools: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return build_request(
         model="sim-model",
-        prompt=f"{prompt} (demo job {index + 1})",
+        prompt=prompt,
         temperature=0.2,
-        max_tokens=tokens,
+        max_tokens=options.tokens,
+        tools=tools,
     )
 
 
@@ -245,132 +311,8 @@ async def _watch(
     """Poll the rows as a browser would and redraw the view, until the worker exits."""
     async with await Database.connect(database_url) as db:
         while True:
-            rows = {row["id"]: row for row in await queries.job_rows(db, list(view.expected))}
+            rows = {row["id"]: row for row in await queries.job_rows(db, list(view.jobs))}
             view.update(rows)
             if worker.done():
                 return rows
             await asyncio.sleep(REFRESH_S)
-
-
-@dataclass
-class LiveView:
-    """One progress bar per job with its speed; on a pipe, one line per event instead."""
-
-    expected: dict[uuid.UUID, str]
-    tokens: int
-    tty: bool
-    started: float = field(default_factory=time.monotonic)
-    first_text_at: dict[uuid.UUID, float] = field(default_factory=dict)
-    announced: set[uuid.UUID] = field(default_factory=set)
-    drawn_lines: int = 0
-
-    def update(self, rows: dict[uuid.UUID, dict[str, Any]]) -> None:
-        now = time.monotonic()
-        for job_id, row in rows.items():
-            if row["partial_content"] and job_id not in self.first_text_at:
-                self.first_text_at[job_id] = now
-                if not self.tty and len(self.first_text_at) == 1:
-                    print(f"first tokens after {now - self.started:.1f} s", flush=True)
-        if self.tty:
-            self._redraw(rows, now)
-        else:
-            self._log_finished(rows)
-
-    def _redraw(self, rows: dict[uuid.UUID, dict[str, Any]], now: float) -> None:
-        lines = [self._bar_line(job_id, rows.get(job_id, {}), now) for job_id in self.expected]
-        done = sum(1 for row in rows.values() if _ended(row))
-        total_tokens = sum(self._tokens_so_far(job_id, rows.get(job_id, {})) for job_id in rows)
-        elapsed = now - self.started
-        lines.append(
-            f"{done}/{len(self.expected)} done · {elapsed:5.1f} s · "
-            f"{total_tokens / elapsed if elapsed else 0:6.0f} tok/s in all"
-        )
-        up = f"\x1b[{self.drawn_lines}F" if self.drawn_lines else ""
-        sys.stdout.write(up + "".join(f"{line}\x1b[K\n" for line in lines))
-        sys.stdout.flush()
-        self.drawn_lines = len(lines)
-
-    def _bar_line(self, job_id: uuid.UUID, row: dict[str, Any], now: float) -> str:
-        answer = self.expected[job_id]
-        text = row.get("partial_content", "")
-        filled = int(BAR_WIDTH * len(text) / max(len(answer), 1))
-        bar = "█" * filled + "·" * (BAR_WIDTH - filled)
-        tokens = self._tokens_so_far(job_id, row)
-        return (
-            f"{str(job_id)[:8]}  {row.get('status', '?'):<10} {bar} "
-            f"{tokens:>4}/{self.tokens} tok {self._rate(job_id, row, now):6.1f} tok/s"
-        )
-
-    def _tokens_so_far(self, job_id: uuid.UUID, row: dict[str, Any]) -> int:
-        usage = (row.get("response_data") or {}).get("usage") or {}
-        if "completion_tokens" in usage:
-            return int(usage["completion_tokens"])
-        # While streaming, the share of the known answer already written.
-        answer = self.expected[job_id]
-        return round(self.tokens * len(row.get("partial_content", "")) / max(len(answer), 1))
-
-    def _rate(self, job_id: uuid.UUID, row: dict[str, Any], now: float) -> float:
-        finished = _stream_rate(row.get("response_data"))
-        if finished is not None:
-            return finished
-        since = self.first_text_at.get(job_id)
-        if since is None or now <= since:
-            return 0.0
-        return self._tokens_so_far(job_id, row) / (now - since)
-
-    def _log_finished(self, rows: dict[uuid.UUID, dict[str, Any]]) -> None:
-        for job_id, row in rows.items():
-            if job_id in self.announced or not _ended(row):
-                continue
-            self.announced.add(job_id)
-            rate = _stream_rate(row["response_data"])
-            speed = "" if rate is None else f", {rate:.0f} tok/s"
-            print(
-                f"{str(job_id)[:8]} {row['status']}: {self._tokens_so_far(job_id, row)} tokens"
-                f"{speed} ({len(self.announced)}/{len(self.expected)})",
-                flush=True,
-            )
-
-    def print_summary(self, rows: dict[uuid.UUID, dict[str, Any]]) -> None:
-        wall_s = time.monotonic() - self.started
-        print(
-            f"\n{'job':<8}  {'status':<10} {'exact':<5} {'tokens':>6} {'ttft ms':>7} {'tok/s':>6}"
-        )
-        exact = 0
-        for job_id, answer in self.expected.items():
-            row = rows[job_id]
-            response = row["response_data"] or {}
-            usage = response.get("usage") or {}
-            matches = row["status"] == "completed" and row["partial_content"] == answer
-            exact += matches
-            print(
-                f"{str(job_id)[:8]}  {row['status']:<10} {'yes' if matches else 'no':<5}"
-                f" {usage.get('completion_tokens', 0):>6} {response.get('ttft_ms') or 0:>7}"
-                f" {_stream_rate(response) or 0.0:>6.1f}"
-            )
-        completed = sum(1 for row in rows.values() if row["status"] == "completed")
-        print(
-            f"\n{completed}/{len(self.expected)} completed, {exact} byte-exact,"
-            f" {wall_s:.1f} s wall, {completed / wall_s:.2f} jobs/s"
-        )
-        unfinished = sum(1 for row in rows.values() if not _ended(row))
-        if unfinished:
-            print(
-                f"stopped early: {unfinished} jobs did not finish and were handed back"
-                " (status pending, message visible again)"
-            )
-
-
-def _ended(row: dict[str, Any]) -> bool:
-    return row.get("status") in ("completed", "failed", "cancelled")
-
-
-def _stream_rate(response: dict[str, Any] | None) -> float | None:
-    """Tokens per second while streaming: after the first token, to the end."""
-    if not response:
-        return None
-    tokens = (response.get("usage") or {}).get("completion_tokens")
-    duration_ms, ttft_ms = response.get("duration_ms"), response.get("ttft_ms") or 0
-    if not tokens or not duration_ms or duration_ms <= ttft_ms:
-        return None
-    return float(tokens) / ((float(duration_ms) - float(ttft_ms)) / 1000)

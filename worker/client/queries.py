@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from worker.jobs import Status
@@ -33,20 +34,21 @@ async def job_status(db: Database, job_id: uuid.UUID) -> Status | None:
 async def job_rows(db: Database, job_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
     """The rows a polling client reads, by id."""
     rows = await db.fetch(
-        "SELECT id, status, partial_content, response_data::text, error_code,"
-        " error_message, attempts FROM ai_streaming_jobs WHERE id = ANY($1::uuid[])",
+        "SELECT id, status, partial_content, reasoning_content, response_data::text,"
+        " error_code, error_message, attempts FROM ai_streaming_jobs"
+        " WHERE id = ANY($1::uuid[])",
         list(job_ids),
     )
     return [{**row, "response_data": json.loads(row["response_data"] or "null")} for row in rows]
 
 
 async def job_view(db: Database, job_id: uuid.UUID) -> dict[str, Any] | None:
-    """The row as the app shows it: status, attempts, error, response, text, times."""
+    """The row as the app shows it: status, attempts, error, response, text, reasoning, times."""
     row = await db.fetchrow(
         "SELECT id, status, attempts, error_code, error_message, partial_content,"
-        " response_data::text, coalesce(request_data->>'model', request_data->>'modelId')"
-        " AS model, created_at,"
-        " started_at, updated_at, completed_at FROM ai_streaming_jobs WHERE id = $1",
+        " reasoning_content, response_data::text,"
+        " coalesce(request_data->>'model', request_data->>'modelId') AS model,"
+        " created_at, started_at, updated_at, completed_at FROM ai_streaming_jobs WHERE id = $1",
         job_id,
     )
     if row is None:
@@ -54,19 +56,27 @@ async def job_view(db: Database, job_id: uuid.UUID) -> dict[str, Any] | None:
     return {**row, "response_data": json.loads(row["response_data"] or "null")}
 
 
-async def deltas_after(
-    db: Database, job_id: uuid.UUID, *, attempt: int, seq: int
-) -> list[tuple[int, int, str]]:
-    """A client's cursor read (contract section 7): `(attempt, seq, content)` after the
-    cursor, in order."""
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One flush's new text (contract section 7): the answer's and the reasoning's."""
+
+    attempt: int
+    seq: int
+    content: str
+    reasoning: str | None = None
+
+
+async def deltas_after(db: Database, job_id: uuid.UUID, *, attempt: int, seq: int) -> list[Delta]:
+    """A client's cursor read (contract section 7): the deltas after `(attempt, seq)`, in
+    order."""
     rows = await db.fetch(
-        "SELECT attempt, seq, content FROM ai_streaming_job_deltas"
+        "SELECT attempt, seq, content, reasoning FROM ai_streaming_job_deltas"
         " WHERE job_id = $1 AND (attempt, seq) > ($2, $3) ORDER BY attempt, seq",
         job_id,
         attempt,
         seq,
     )
-    return [(row["attempt"], row["seq"], row["content"]) for row in rows]
+    return [Delta(row["attempt"], row["seq"], row["content"], row["reasoning"]) for row in rows]
 
 
 async def cancel_job(db: Database, job_id: uuid.UUID) -> tuple[bool, Status | None]:
