@@ -21,6 +21,7 @@ import yaml
 
 from simulator import Received, Simulator, SimulatorConfig, answer_tokens, count_prompt_tokens
 from simulator.bedrock import credential_scope
+from simulator.rich import expected_reasoning, expected_tool_calls, thought_signature
 from tests.conftest import AWS_ENV, StartWorker, deltas_text, row
 from tests.support import REPO
 from worker.llm import ModelCatalog, ModelsFileError
@@ -755,3 +756,93 @@ def test_a_wrong_models_file_is_refused_with_a_clear_message(
     with pytest.raises(ModelsFileError) as refused:
         ModelCatalog.load(path)
     assert message in str(refused.value)
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}},
+    {"type": "function", "function": {"name": "clock", "parameters": {
+        "type": "object", "properties": {"tz": {"type": "string"}}}}},
+]  # fmt: skip
+
+
+async def test_rich_answers_on_every_providers_lean_reader(
+    tmp_path: Path,
+    db: asyncpg.Connection,
+    submit: Any,
+    start_worker: StartWorker,
+    sim: Simulator,
+) -> None:
+    """Reasoning, tool calls (parallel, interleaved where the format allows), refusals, a
+    content filter's stop and cached prompt tokens, from each provider's own wire format
+    through its lean reader to the row, byte for byte."""
+    entries = [(provider.model_name, provider.params(sim.url)) for provider in PROVIDERS]
+    env: dict[str, str] = {}
+    for provider in PROVIDERS:
+        env |= provider.env(sim.url)
+    tag = uuid.uuid4().hex[:8]
+    cases: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for provider in PROVIDERS:
+        # Gemini shows thoughts when asked for them (LiteLLM maps the effort to thinkingConfig).
+        effort = {"reasoning_effort": "low"} if provider.name == "gemini" else {}
+        cases |= {
+            (provider.name, "reasoning"): (
+                "[[sim tokens=4 reasoning=6 reasoning_style=reasoning_content]]", effort),
+            (provider.name, "tools"): ("[[sim tools=2 interleave=1]]", {"tools": TOOLS}),
+            (provider.name, "filtered"): ("[[sim tokens=8 filter_after=3]]", {}),
+            (provider.name, "cached"): ("[[sim tokens=3 cached=40]]", {}),
+        }  # fmt: skip
+        if provider.name in ("openai", "azure"):
+            cases[(provider.name, "refusal")] = ("[[sim tokens=4 refuse=1]]", {})
+    prompts = {key: f"Rich {key[0]} {key[1]} {tag} {d}" for key, (d, _) in cases.items()}
+    ids = {
+        key: await submit(chat(prompts[key], BY_NAME[key[0]].model_name, **options))
+        for key, (_, options) in cases.items()
+    }
+    models = write_models(tmp_path / "models.yaml", entries)
+    worker = start_worker("--drain", WORKER_MODELS_FILE=models, **WORKER_ENV, **env)
+    assert await worker.wait(45) == 1, worker.output  # the filtered jobs fail
+    assert set(model_paths(worker.output).values()) == {"lean"}
+
+    failures: dict[str, str] = {}
+    for (provider, kind), job_id in ids.items():
+        try:
+            check_rich(provider, kind, prompts[(provider, kind)], await row(db, job_id),
+                       await job(db, job_id))  # fmt: skip
+        except (AssertionError, KeyError, TypeError, ValueError) as error:
+            failures[f"{provider} {kind}"] = repr(error)[:400]
+    assert not failures, json.dumps(failures, indent=2, ensure_ascii=False)
+    assert "Traceback" not in worker.output
+
+
+def check_rich(provider: str, kind: str, prompt: str, record: Any, answered: Job) -> None:
+    """One rich job's row against what the simulator sent for it."""
+    message = answered.response.get("message") or {}
+    conversation = [{"role": "user", "content": prompt}]
+    if kind == "filtered":
+        assert (answered.status, answered.error_code) == ("failed", "content_filtered")
+        assert answered.text == "".join(answer_for(prompt, 8)[:3])
+        return
+    assert answered.status == "completed", answered.error_message
+    if kind == "reasoning":
+        assert record["reasoning_content"] == expected_reasoning(conversation, 6)
+        assert answered.text == expected_answer(prompt, 4)
+        if provider == "bedrock":
+            (block,) = message["thinking_blocks"]
+            assert block["thinking"] == record["reasoning_content"]
+            assert block["signature"] == thought_signature(conversation)
+    elif kind == "tools":
+        assert answered.response["finish_reason"] == "tool_calls"
+        expected = expected_tool_calls(conversation, TOOLS, provider=provider)
+        calls = message["tool_calls"]
+        named = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
+        assert named == [(e.name, json.loads(e.arguments)) for e in expected]
+        if provider != "gemini":  # Gemini sends no ids: the worker names its calls
+            assert [c["id"] for c in calls] == [e.id for e in expected]
+    elif kind == "cached":
+        assert answered.response["usage"]["cached_tokens"] == 40
+        assert answered.response["usage"]["prompt_tokens"] == prompt_tokens(prompt) + 40
+        assert isinstance(answered.response["cost_usd"], float)
+    else:
+        assert message["refusal"] == expected_answer(prompt, 4)
+        assert answered.text == message["refusal"]
