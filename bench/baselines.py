@@ -20,7 +20,7 @@ import aiohttp
 
 from bench.config import Config, messages_for
 from bench.procfs import status_kib
-from bench.providers import Streamer, floor_streamer, litellm_params
+from bench.providers import Streamer, floor_streamer, job_options, litellm_params
 
 
 async def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
@@ -31,10 +31,10 @@ async def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     if stream is None:
         # limit=0: no connection cap, every stream at once as the worker would have them.
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        stream = floor_streamer(session, args.provider, args.api_base)
+        stream = floor_streamer(session, args.provider, args.api_base, rich=args.rich)
     setup_cpu_s = time.process_time() - cpu_began
     rss_before = status_kib(os.getpid(), "VmRSS")
-    cfg = Config(tokens=args.tokens, tps=args.tps, ttft_s=args.ttft)
+    cfg = Config(tokens=args.tokens, tps=args.tps, ttft_s=args.ttft, rich=args.rich)
     counter = [0, 0]  # chunks, characters of the assembled answers
     errors: Counter[str] = Counter()
     cpu_start, wall_start = time.process_time(), time.monotonic()
@@ -89,7 +89,10 @@ async def _litellm_streamer(args: argparse.Namespace) -> Streamer:
     import litellm  # noqa: PLC0415 (after the line above, and only in this baseline)
 
     litellm.suppress_debug_info = True
-    params = litellm_params(args.provider, args.api_base)
+    params = {
+        **litellm_params(args.provider, args.api_base),
+        **job_options(rich=args.rich, provider=args.provider),
+    }
 
     async def stream(messages: list[dict[str, str]], counter: list[int]) -> None:
         response = await litellm.acompletion(
@@ -101,8 +104,13 @@ async def _litellm_streamer(args: argparse.Namespace) -> Streamer:
         )
         parts: list[str] = []
         async for chunk in response:
-            if chunk.choices and (text := chunk.choices[0].delta.content):
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            if text := delta.content:
                 parts.append(text)
+                counter[0] += 1
+            elif getattr(delta, "reasoning_content", None) or delta.tool_calls:
                 counter[0] += 1
         counter[1] += len("".join(parts))
 

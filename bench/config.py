@@ -54,6 +54,9 @@ class Config:
     # and whether the model is two deployments and a fallback (every call through the pick).
     provider: str = "openai"
     routing: bool = False
+    # Answers that think first (reasoning a fifth of the text's length, paced) and end in two
+    # parallel tool calls, their arguments in five pieces each (bench/providers.py's tools).
+    rich: bool = False
 
     @property
     def capacity(self) -> int:
@@ -87,6 +90,12 @@ PRESETS: dict[str, Config] = {
 def messages_for(phase: str, index: int, cfg: Config) -> list[dict[str, str]]:
     """A unique prompt (its own deterministic answer) carrying the simulator's pacing."""
     directive = f"[[sim tokens={cfg.tokens} tps={cfg.tps:g} ttft={cfg.ttft_s:g}]]"
+    if cfg.rich:
+        reasoning = max(1, cfg.tokens // 5)
+        directive += (
+            f" [[sim reasoning={reasoning} think_s={reasoning / cfg.tps:g} tools=2 tool_chunks=5"
+            " interleave=1 reasoning_style=reasoning_content]]"
+        )
     return [{"role": "user", "content": f"bench {phase} {index}: tell me more {directive}"}]
 
 

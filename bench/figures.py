@@ -71,7 +71,8 @@ def worker_figures(
         job_lags, job_misfits = chunk_lags(
             tokens,
             deltas.get(row.job_id, []),
-            started_at=request["started_at"],
+            # An answer that thinks first sends its text think_s later (simulator/stream.py).
+            started_at=request["started_at"] + float(request.get("think_s") or 0.0),
             ttft_s=cfg.ttft_s,
             tps=cfg.tps,
         )

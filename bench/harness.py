@@ -279,7 +279,7 @@ async def baseline_phase(parts: Parts, kind: str) -> dict[str, Any]:
         sys.executable, "-m", "bench", "--baseline", kind, "--api-base", parts.sim_url,
         "--concurrency", str(cfg.concurrency), "--tokens", str(cfg.tokens),
         "--tps", f"{cfg.tps:g}", "--ttft", f"{cfg.ttft_s:g}", "--timeout", f"{timeout_s:g}",
-        "--provider", cfg.provider,
+        "--provider", cfg.provider, *(("--rich",) if cfg.rich else ()),
     ]  # fmt: skip
     note(f"baseline {kind}: {cfg.concurrency} streams")
     sim_before, began = tree_cpu_seconds(parts.sim.pid), time.monotonic()

@@ -21,6 +21,21 @@ PROVIDERS = ("openai", "azure", "gemini", "bedrock")
 AZURE_API_VERSION = "2024-10-21"
 FALLBACK_MODEL = "sim-fallback"
 
+# The tools a rich run's jobs offer (`--rich`): the simulator calls both.
+TOOLS = [
+    {"type": "function", "function": {"name": name, "parameters": {
+        "type": "object", "properties": {"query": {"type": "string"}}}}}
+    for name in ("search", "lookup")
+]  # fmt: skip
+
+
+def job_options(*, rich: bool, provider: str) -> dict[str, Any]:
+    """A job's options: a rich run offers the tools (and asks Gemini to show its thoughts)."""
+    if not rich:
+        return {}
+    return {"tools": TOOLS, **({"reasoning_effort": "low"} if provider == "gemini" else {})}
+
+
 Streamer = Callable[[list[dict[str, str]], list[int]], Awaitable[None]]
 _PRICES = {"input_cost_per_token": 0.00000015, "output_cost_per_token": 0.0000006}
 
@@ -64,10 +79,13 @@ def models_document(sim_url: str, provider: str, *, routing: bool = False) -> di
     return {"model_list": entries, "router_settings": settings}
 
 
-def floor_streamer(session: aiohttp.ClientSession, provider: str, sim_url: str) -> Streamer:
-    """The floor for `provider`: the request by hand, one decode per event, its text."""
+def floor_streamer(
+    session: aiohttp.ClientSession, provider: str, sim_url: str, *, rich: bool = False
+) -> Streamer:
+    """The floor for `provider`: the request by hand, one decode per event, its text (and, in
+    a rich run on OpenAI's format, its reasoning and tool-call pieces)."""
     if provider in ("openai", "azure"):
-        return _openai_floor(session, provider, sim_url)
+        return _openai_floor(session, provider, sim_url, rich=rich)
     if provider == "gemini":
         return _gemini_floor(session, sim_url)
     if provider == "bedrock":
@@ -75,7 +93,9 @@ def floor_streamer(session: aiohttp.ClientSession, provider: str, sim_url: str) 
     raise ValueError(f"unknown provider {provider!r}")
 
 
-def _openai_floor(session: aiohttp.ClientSession, provider: str, sim_url: str) -> Streamer:
+def _openai_floor(
+    session: aiohttp.ClientSession, provider: str, sim_url: str, *, rich: bool
+) -> Streamer:
     if provider == "azure":
         url = (
             f"{sim_url}/openai/deployments/{MODEL}/chat/completions?api-version={AZURE_API_VERSION}"
@@ -85,11 +105,12 @@ def _openai_floor(session: aiohttp.ClientSession, provider: str, sim_url: str) -
         url, headers = f"{sim_url}/v1/chat/completions", {"Authorization": f"Bearer {API_KEY}"}
 
     async def stream(messages: list[dict[str, str]], counter: list[int]) -> None:
-        body = {
+        body: dict[str, Any] = {
             "model": MODEL,
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
+            **({"tools": TOOLS} if rich else {}),
         }
         parts: list[str] = []
         async with session.post(url, json=body, headers=headers) as resp:
@@ -98,8 +119,13 @@ def _openai_floor(session: aiohttp.ClientSession, provider: str, sim_url: str) -
                 if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
                     continue
                 choices = json.loads(line[6:])["choices"]
-                if choices and (text := choices[0]["delta"].get("content")):
+                if not choices:
+                    continue
+                delta = choices[0]["delta"]
+                if text := delta.get("content"):
                     parts.append(text)
+                    counter[0] += 1
+                elif delta.get("reasoning_content") or delta.get("tool_calls"):
                     counter[0] += 1
         counter[1] += len("".join(parts))
 

@@ -805,12 +805,12 @@ async def test_rich_answers_on_every_providers_lean_reader(
     assert set(model_paths(worker.output).values()) == {"lean"}
 
     failures: dict[str, str] = {}
-    for (provider, kind), job_id in ids.items():
+    for (name, kind), job_id in ids.items():
         try:
-            check_rich(provider, kind, prompts[(provider, kind)], await row(db, job_id),
+            check_rich(name, kind, prompts[(name, kind)], await row(db, job_id),
                        await job(db, job_id))  # fmt: skip
         except (AssertionError, KeyError, TypeError, ValueError) as error:
-            failures[f"{provider} {kind}"] = repr(error)[:400]
+            failures[f"{name} {kind}"] = repr(error)[:400]
     assert not failures, json.dumps(failures, indent=2, ensure_ascii=False)
     assert "Traceback" not in worker.output
 
