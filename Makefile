@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 IMAGE ?= streaming-worker:local
 
-.PHONY: install lock lint typecheck test tools image image-test demo bench clean
+.PHONY: install lock lint typecheck test tools image image-test demo bench soak clean
 
 install: $(VENV)/.installed
 
@@ -64,3 +64,8 @@ clean:
 
 bench: install
 	$(BIN)/python -m bench --preset standard
+
+# Not in CI: two workers under kill -9, terminated backends and provider faults for 20 minutes
+# (`$(BIN)/python -m bench.soak --minutes N` for another length), then every job checked.
+soak: install
+	$(BIN)/python -m bench.soak

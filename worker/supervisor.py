@@ -108,6 +108,8 @@ class Supervisor:
         # Messages kept invisible by the heartbeat, with when each was received.
         self._invisible: dict[str, tuple[Delivery, float]] = {}
         self._stopping = asyncio.Event()
+        self._taking_over = asyncio.Lock()
+        self._last_takeover = float("-inf")  # due at once: a restarted worker looks first
         self.outcomes: Counter[Disposition] = Counter()
         self.last_progress = time.monotonic()
         metrics.CONCURRENCY_LIMIT.set(slots.limit)
@@ -153,6 +155,13 @@ class Supervisor:
             if free is None:
                 return
             self.last_progress = time.monotonic()
+            if self._takeover_due():
+                # Jobs whose worker died go first: they have waited longest, and with a
+                # backlog no slot would ever stay free for the sweep beside this loop.
+                await self._take_over(free)
+                free = self._slots.free
+                if free <= 0:
+                    continue
             deliveries = await self._until_stopped(self._receive(free))
             if deliveries is None:
                 return
@@ -210,18 +219,33 @@ class Supervisor:
     async def _take_over_expired(self) -> None:
         """Restart, in free slots, jobs whose lease ran out: their worker died (kill -9, an
         OOM kill). Without this they would wait for their message to come back, a whole
-        visibility timeout. Their message, when it does, finds them running and is deleted."""
+        visibility timeout. Their message, when it does, finds them running and is deleted.
+
+        The receive loop takes over too, before it receives, when a sweep is due; this loop
+        covers a worker idle in a long poll. Both look at once when the worker starts."""
         assert self._policy.takeover_interval_s is not None
         while True:
-            await asyncio.sleep(self._policy.takeover_interval_s)
-            free = self._slots.free
-            if free <= 0 or self.stopping:
-                continue
+            if self._takeover_due() and not self.stopping:
+                await self._take_over(self._slots.free)
+            await asyncio.sleep(self._policy.takeover_interval_s / 2)
+
+    def _takeover_due(self) -> bool:
+        interval = self._policy.takeover_interval_s
+        if interval is None or self._mode is Mode.ONCE:
+            return False
+        return time.monotonic() - self._last_takeover >= interval
+
+    async def _take_over(self, free: int) -> None:
+        async with self._taking_over:  # the two callers never claim the same slots twice
+            self._last_takeover = time.monotonic()
+            free = min(free, self._slots.free)
+            if free <= 0:
+                return
             try:
                 claims = await self._store.take_over(free, lease_s=self._policy.lease_s)
             except StoreUnavailable as error:
                 log.warning("takeover_failed", error=str(error))
-                continue
+                return
             for claim in claims:
                 self._track(self._handle_taken(claim), None, name=f"job-{claim.job_id}")
 

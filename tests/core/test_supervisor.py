@@ -223,3 +223,21 @@ async def test_a_taken_over_job_handed_back_at_shutdown_gets_a_message() -> None
     outcomes = await asyncio.wait_for(run, timeout=5)
     assert outcomes == Counter({Disposition.HANDED_BACK: 1})
     assert queue.sent == [dead]
+
+
+async def test_a_backlog_does_not_starve_the_takeover_of_a_dead_workers_jobs() -> None:
+    dead = [uuid.uuid4(), uuid.uuid4()]
+    queue = FakeQueue(inbox=[delivery(uuid.uuid4()) for _ in range(30)])
+    runner = ScriptedRunner()
+    fast = QueuePolicy(
+        receive_wait_s=1,
+        visibility_timeout_s=30,
+        lease_s=30,
+        max_invisible_s=600,
+        takeover_interval_s=0.01,
+    )
+    worker = supervisor(queue, FakeClaims(expired=list(dead)), runner, concurrency=2, policy=fast)
+    outcomes = await asyncio.wait_for(worker.run(), timeout=5)
+    assert outcomes == Counter({Disposition.COMPLETED: 32})
+    # Looked for them first, before the first receive: a restarted worker takes over at once.
+    assert sorted(runner.started[:2]) == sorted(dead)
