@@ -63,7 +63,9 @@ def litellm_params(provider: str, sim_url: str, model: str = MODEL) -> dict[str,
     raise ValueError(f"unknown provider {provider!r}")
 
 
-def models_document(sim_url: str, provider: str, *, routing: bool = False) -> dict[str, Any]:
+def models_document(
+    sim_url: str, provider: str = "openai", *, routing: bool = False
+) -> dict[str, Any]:
     """One priced model on `provider`; with `routing`, two deployments of it and a fallback,
     with cooldowns on, so that every call goes through the Router's pick."""
     entry = {"model_name": MODEL, "litellm_params": litellm_params(provider, sim_url)}
