@@ -1,6 +1,7 @@
 """The two baselines, each run in its own process (`python -m bench --baseline KIND`) on the
-worker's core, on the same streams as the worker: LiteLLM's `acompletion(stream=True)` alone,
-and the practical floor, a bare aiohttp client reading the SSE lines itself.
+worker's core, on the same streams as the worker: LiteLLM's `acompletion(stream=True)` alone
+with the worker's model string, and the practical floor, a bare aiohttp client reading that
+provider's wire format itself (bench/providers.py).
 
 This module imports nothing of the harness, so that a baseline process holds only what it
 measures.
@@ -10,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
-from bench.config import API_KEY, MODEL, Config, messages_for
+from bench.config import Config, messages_for
 from bench.procfs import status_kib
+from bench.providers import Streamer, floor_streamer, job_options, litellm_params
 
 
 async def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
@@ -31,10 +31,10 @@ async def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     if stream is None:
         # limit=0: no connection cap, every stream at once as the worker would have them.
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        stream = _floor_streamer(session, args.api_base)
+        stream = floor_streamer(session, args.provider, args.api_base, rich=args.rich)
     setup_cpu_s = time.process_time() - cpu_began
     rss_before = status_kib(os.getpid(), "VmRSS")
-    cfg = Config(tokens=args.tokens, tps=args.tps, ttft_s=args.ttft)
+    cfg = Config(tokens=args.tokens, tps=args.tps, ttft_s=args.ttft, rich=args.rich)
     counter = [0, 0]  # chunks, characters of the assembled answers
     errors: Counter[str] = Counter()
     cpu_start, wall_start = time.process_time(), time.monotonic()
@@ -61,6 +61,7 @@ async def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     chunks = counter[0]
     return {
         "kind": args.baseline,
+        "provider": args.provider,
         "complete": complete,
         "streams": args.concurrency,
         "chunks": chunks,
@@ -82,22 +83,20 @@ async def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-Streamer = Callable[[list[dict[str, str]], list[int]], Awaitable[None]]
-
-
 async def _litellm_streamer(args: argparse.Namespace) -> Streamer:
     """LiteLLM out of the box: `acompletion(stream=True)` iterated to the end."""
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before the import: stay offline
     import litellm  # noqa: PLC0415 (after the line above, and only in this baseline)
 
     litellm.suppress_debug_info = True
-    api_base = f"{args.api_base}/v1"
+    params = {
+        **litellm_params(args.provider, args.api_base),
+        **job_options(rich=args.rich, provider=args.provider),
+    }
 
     async def stream(messages: list[dict[str, str]], counter: list[int]) -> None:
         response = await litellm.acompletion(
-            model=f"openai/{MODEL}",
-            api_base=api_base,
-            api_key=API_KEY,
+            **params,
             messages=messages,
             stream=True,
             stream_options={"include_usage": True},
@@ -105,36 +104,14 @@ async def _litellm_streamer(args: argparse.Namespace) -> Streamer:
         )
         parts: list[str] = []
         async for chunk in response:
-            if chunk.choices and (text := chunk.choices[0].delta.content):
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            if text := delta.content:
                 parts.append(text)
                 counter[0] += 1
-        counter[1] += len("".join(parts))
-
-    return stream
-
-
-def _floor_streamer(session: aiohttp.ClientSession, api_base: str) -> Streamer:
-    """The practical floor: aiohttp, one json.loads per `data:` line, the delta's content."""
-    url = f"{api_base}/v1/chat/completions"
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-
-    async def stream(messages: list[dict[str, str]], counter: list[int]) -> None:
-        body = {
-            "model": MODEL,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        parts: list[str] = []
-        async with session.post(url, json=body, headers=headers) as resp:
-            resp.raise_for_status()
-            async for line in resp.content:
-                if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
-                    continue
-                choices = json.loads(line[6:])["choices"]
-                if choices and (text := choices[0]["delta"].get("content")):
-                    parts.append(text)
-                    counter[0] += 1
+            elif getattr(delta, "reasoning_content", None) or delta.tool_calls:
+                counter[0] += 1
         counter[1] += len("".join(parts))
 
     return stream

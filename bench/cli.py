@@ -48,6 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="cap each worker at this share of a core (cgroup v1, root); for --workers 2 scaling",
     )
+    parser.add_argument(
+        "--provider",
+        choices=("openai", "azure", "gemini", "bedrock"),
+        help="the wire format of the simulator, the worker's reader and the baselines (openai)",
+    )
+    parser.add_argument(
+        "--routing",
+        action="store_true",
+        default=None,
+        help="the model as two deployments and a fallback (the Router picks every call)",
+    )
+    parser.add_argument(
+        "--rich",
+        action="store_true",
+        default=None,
+        help="answers that think first and end in two parallel tool calls",
+    )
     # Internal: one baseline in this process (the harness starts these).
     parser.add_argument("--baseline", choices=("litellm", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--api-base", help=argparse.SUPPRESS)
@@ -73,10 +90,17 @@ def config_from(args: argparse.Namespace) -> Config:
             "max_waiting": args.max_waiting,
             "timeout_s": args.timeout,
             "worker_cpu_quota": args.worker_cpu_quota,
+            "provider": args.provider,
+            "routing": args.routing,
+            "rich": args.rich,
         }.items()
         if value is not None
     }
     cfg = replace(PRESETS[args.preset], **overrides)
+    if args.label is None and (cfg.provider != "openai" or cfg.routing or cfg.rich):
+        # Each provider's (and the routing, the rich) run gets a result file of its own.
+        suffix = ("-routing" if cfg.routing else "") + ("-rich" if cfg.rich else "")
+        cfg = replace(cfg, label=f"{cfg.label}-{cfg.provider}{suffix}")
     if min(cfg.jobs, cfg.concurrency, cfg.tokens, cfg.sim_processes) < 1 or cfg.tps <= 0:
         raise SystemExit("jobs, concurrency, tokens, sim-processes and tps must be positive")
     return cfg
@@ -92,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.tps = args.tps or PRESETS["standard"].tps
         args.ttft = PRESETS["standard"].ttft_s if args.ttft is None else args.ttft
         args.timeout = args.timeout or 600.0
+        args.provider = args.provider or "openai"
+        args.rich = bool(args.rich)
         # Only the baseline's own module: the process holds what it measures.
         from bench.baselines import run_baseline
 

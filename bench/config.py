@@ -6,7 +6,6 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent  # the checkout whose worker is measured
 RESULTS_DIR = Path("bench-results")
@@ -51,6 +50,13 @@ class Config:
     # Caps each worker at this share of a core (cgroup v1 CPU quota): two capped workers fit
     # beside the simulator, moto and PostgreSQL on a 2-core machine, for the scaling figure.
     worker_cpu_quota: float | None = None
+    # The wire format the simulator speaks to the worker and the baselines (bench/providers.py),
+    # and whether the model is two deployments and a fallback (every call through the pick).
+    provider: str = "openai"
+    routing: bool = False
+    # Answers that think first (reasoning a fifth of the text's length, paced) and end in two
+    # parallel tool calls, their arguments in five pieces each (bench/providers.py's tools).
+    rich: bool = False
 
     @property
     def capacity(self) -> int:
@@ -84,28 +90,13 @@ PRESETS: dict[str, Config] = {
 def messages_for(phase: str, index: int, cfg: Config) -> list[dict[str, str]]:
     """A unique prompt (its own deterministic answer) carrying the simulator's pacing."""
     directive = f"[[sim tokens={cfg.tokens} tps={cfg.tps:g} ttft={cfg.ttft_s:g}]]"
+    if cfg.rich:
+        reasoning = max(1, cfg.tokens // 5)
+        directive += (
+            f" [[sim reasoning={reasoning} think_s={reasoning / cfg.tps:g} tools=2 tool_chunks=5"
+            " interleave=1 reasoning_style=reasoning_content]]"
+        )
     return [{"role": "user", "content": f"bench {phase} {index}: tell me more {directive}"}]
-
-
-def models_document(sim_url: str) -> dict[str, Any]:
-    # As config/models.compose.yaml has it: a price, so cost accounting runs as in production.
-    return {
-        "model_list": [
-            {
-                "model_name": MODEL,
-                "litellm_params": {
-                    "model": f"openai/{MODEL}",
-                    "api_base": f"{sim_url}/v1",
-                    "api_key": API_KEY,
-                },
-                "model_info": {
-                    "input_cost_per_token": 0.00000015,
-                    "output_cost_per_token": 0.0000006,
-                },
-            }
-        ],
-        "router_settings": {"num_retries": 0},
-    }
 
 
 def note(message: str) -> None:

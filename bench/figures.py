@@ -58,23 +58,26 @@ def worker_figures(
             latest[tag[1]] = record
     chunks = sum(int(r.get("chunks_sent", 0)) for r in records)
     lags: list[float] = []
+    first_text_lags: list[float] = []  # the provider's send of chunk 0 -> its delta committed
     misfits = wrong_text = 0
     for row in rows:
         request = latest.get(row.index)
         if request is None or request.get("started_at") is None:
             continue
-        tokens = answer_tokens(request["body"]["messages"], cfg.tokens)
+        tokens = answer_tokens([{"role": "user", "content": request["prompt"]}], cfg.tokens)
         expected = hashlib.sha256("".join(tokens).encode()).hexdigest()
         if row.status == "completed" and row.text_sha256 != expected:
             wrong_text += 1
         job_lags, job_misfits = chunk_lags(
             tokens,
             deltas.get(row.job_id, []),
-            started_at=request["started_at"],
+            # An answer that thinks first sends its text think_s later (simulator/stream.py).
+            started_at=request["started_at"] + float(request.get("think_s") or 0.0),
             ttft_s=cfg.ttft_s,
             tps=cfg.tps,
         )
         lags += job_lags
+        first_text_lags += job_lags[:1]
         misfits += job_misfits
     every, free = pickup_latencies(rows, sent, cfg.capacity)
     statuses = Counter(row.status for row in rows)
@@ -147,6 +150,7 @@ def worker_figures(
         "pickup_latency_free_slot_s": distribution(free),
         "pickup_latency_idle_s": distribution(idle_pickups),
         "visibility_lag_s": distribution(lags),
+        "first_text_lag_s": distribution(first_text_lags),
         # From the workers' own /metrics: how long a flush takes, and the lag they measure
         # (text received -> commit), as bucket bounds.
         "worker_histograms": histograms,

@@ -27,7 +27,6 @@ from bench.config import (
     RESULTS_DIR,
     BenchError,
     Config,
-    models_document,
     note,
 )
 from bench.figures import worker_figures
@@ -50,6 +49,7 @@ from bench.procfs import (
     status_kib,
     tree_cpu_seconds,
 )
+from bench.providers import models_document
 from bench.report import report
 from bench.scrape import worker_histograms
 from bench.sim import simulator_command, simulator_records, simulator_url
@@ -110,7 +110,8 @@ async def run_benchmark(cfg: Config) -> dict[str, Any]:
             f"bench-{secrets.token_hex(4)}", region=REGION, endpoint_url=sqs_url
         )
         models_file = run_dir / "models.yaml"
-        models_file.write_text(yaml.safe_dump(models_document(sim_url)), encoding="utf-8")
+        document = models_document(sim_url, cfg.provider, routing=cfg.routing)
+        models_file.write_text(yaml.safe_dump(document), encoding="utf-8")
         parts = Parts(
             cfg, run_dir, placement, admin, db_name, dsn, sim, sim_url, moto, sqs_url,
             queue_url, models_file,
@@ -278,6 +279,7 @@ async def baseline_phase(parts: Parts, kind: str) -> dict[str, Any]:
         sys.executable, "-m", "bench", "--baseline", kind, "--api-base", parts.sim_url,
         "--concurrency", str(cfg.concurrency), "--tokens", str(cfg.tokens),
         "--tps", f"{cfg.tps:g}", "--ttft", f"{cfg.ttft_s:g}", "--timeout", f"{timeout_s:g}",
+        "--provider", cfg.provider, *(("--rich",) if cfg.rich else ()),
     ]  # fmt: skip
     note(f"baseline {kind}: {cfg.concurrency} streams")
     sim_before, began = tree_cpu_seconds(parts.sim.pid), time.monotonic()

@@ -36,6 +36,11 @@ NOTES = [
     "transaction, a few ms before commit) minus when the simulator sent the chunk "
     "(request start + ttft + k / tps); simulator_late_chunks_share is the share of chunks "
     "the simulator itself sent over 50 ms after that time (its core was busy)",
+    "first text lag: per job, the visibility lag of its first chunk (the provider's send "
+    "of the first text -> the delta carrying it committed), beside the lag of every chunk",
+    "provider: the wire format the simulator speaks, to the worker's reader and to both "
+    "baselines (LiteLLM with the worker's model string; the floor a bare aiohttp reader of "
+    "that format); routing: the model is two deployments and a fallback",
     "db transactions: pg_stat_database xact_commit + xact_rollback of the bench database "
     "from the worker being ready until it exited (each autocommit statement is one "
     "transaction; asyncpg's first use of a statement adds a prepare); the harness's own "

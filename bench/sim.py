@@ -68,10 +68,7 @@ async def simulator_records(sim_url: str, cfg: Config, *, phase: str) -> list[di
 
 
 def record_tag(record: dict[str, Any]) -> tuple[str, int] | None:
-    body = record.get("body")
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-        return None
-    content = messages[-1].get("content")
-    match = _TAG.match(content) if isinstance(content, str) else None
+    """(phase, index) of a benchmark request, from its prompt in any provider's format."""
+    prompt = record.get("prompt")
+    match = _TAG.match(prompt) if isinstance(prompt, str) else None
     return (match.group(1), int(match.group(2))) if match else None

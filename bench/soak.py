@@ -39,11 +39,11 @@ from bench.config import (
     HOST,
     REGION,
     BenchError,
-    models_document,
     note,
 )
 from bench.harness import migrate
 from bench.processes import READY_TIMEOUT_S, child_env, free_port, http_ok, spawn, wait_for
+from bench.providers import models_document
 from bench.sim import simulator_command, simulator_url
 from bench.soak_check import check_run, write_report
 from bench.soak_faults import (

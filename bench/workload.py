@@ -15,6 +15,7 @@ from bench import postgres
 from bench.config import MODEL, POLL_S, BenchError, messages_for, note
 from bench.parts import Parts, Sample, sample
 from bench.processes import Child
+from bench.providers import job_options
 from bench.workerlog import WorkerLog
 
 if TYPE_CHECKING:
@@ -31,7 +32,11 @@ PICKUP_TIMEOUT_S = 30
 async def insert_jobs(parts: Parts) -> list[str]:
     """The run's job rows, written as the app does; their ids in job order."""
     cfg = parts.cfg
-    requests = [{"model": MODEL, "messages": messages_for("job", i, cfg)} for i in range(cfg.jobs)]
+    options = job_options(rich=cfg.rich, provider=cfg.provider)
+    requests = [
+        {"model": MODEL, "messages": messages_for("job", i, cfg), "options": options}
+        for i in range(cfg.jobs)
+    ]
     return await postgres.insert_jobs(parts.dsn, requests)
 
 

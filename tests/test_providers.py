@@ -21,6 +21,7 @@ import yaml
 
 from simulator import Received, Simulator, SimulatorConfig, answer_tokens, count_prompt_tokens
 from simulator.bedrock import credential_scope
+from simulator.rich import expected_reasoning, expected_tool_calls, thought_signature
 from tests.conftest import AWS_ENV, StartWorker, deltas_text, row
 from tests.support import REPO
 from worker.llm import ModelCatalog, ModelsFileError
@@ -246,6 +247,17 @@ async def job(db: asyncpg.Connection, job_id: uuid.UUID) -> Job:
     )
 
 
+def log_events(output: str, name: str) -> list[dict[str, Any]]:
+    """The worker's log events called `name`, in order."""
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [event for event in events if event.get("event") == name]
+
+
+def model_paths(output: str) -> dict[str, str]:
+    """Which path each model name streams on, as the worker said at start."""
+    return {event["model"]: event["path"] for event in log_events(output, "model_path")}
+
+
 def assert_no_secret(*texts: str | None) -> None:
     for text in texts:
         for secret in SECRETS:
@@ -411,6 +423,8 @@ async def test_each_provider_through_the_worker(
     assert not failures, json.dumps(failures, indent=2, ensure_ascii=False)
     assert_no_secret(worker.output)
     assert "Traceback" not in worker.output
+    # Every provider's model streamed on its lean reader, routed by LiteLLM's Router.
+    assert model_paths(worker.output) == {name: "lean" for name, _ in entries}
 
 
 async def test_fallback_answers_when_the_primary_fails_before_the_first_token(
@@ -441,6 +455,7 @@ async def test_fallback_answers_when_the_primary_fails_before_the_first_token(
         "--drain", WORKER_MODELS_FILE=models, OPENAI_API_KEY=OPENAI_KEY, GEMINI_API_KEY=GEMINI_KEY
     )
     assert await worker.wait(30) == 0, worker.output
+    assert model_paths(worker.output) == {"gpt-4o-mini": "lean", "gemini-3.5-flash": "lean"}
 
     for kind in ("down", "throttled", "cut_before_text"):
         answered = await job(db, ids[kind])
@@ -466,6 +481,87 @@ async def test_fallback_answers_when_the_primary_fails_before_the_first_token(
     assert healthy.response["model"] == "gpt-4o-mini-2024-07-18"
     assert healthy.response["provider"] == "openai"
     assert sim.requests(provider="gemini", prompt=prompts["healthy"]) == []
+
+
+async def test_a_model_of_two_deployments_cools_a_failed_one_down_and_falls_back(
+    tmp_path: Path,
+    db: asyncpg.Connection,
+    submit: Any,
+    start_worker: StartWorker,
+    sim: Simulator,
+) -> None:
+    """The Router's own behaviour on the lean path: one model served by an OpenAI and an Azure
+    deployment, with a fallback. OpenAI throttles: its one failed call falls back, the Router
+    cools it down, and every later job goes to the Azure deployment while it is cooling."""
+    models = write_models(
+        tmp_path / "models.yaml",
+        [
+            # The Router's shuffle weighs by `weight`: its first pick is the OpenAI deployment.
+            ("chat", {**BY_NAME["openai"].params(sim.url), "weight": 1000}),
+            ("chat", {**BY_NAME["azure"].params(sim.url), "weight": 1}),
+            ("gemini-3.5-flash", BY_NAME["gemini"].params(sim.url)),
+        ],
+        fallbacks=[{"chat": ["gemini-3.5-flash"]}],
+        disable_cooldowns=False,
+        cooldown_time=60,
+    )
+    tag = uuid.uuid4().hex[:8]
+    prompts = [
+        f"Busy OpenAI {n} {tag} [[sim status=429 retry_after=60 only=openai]]" for n in range(5)
+    ]
+    ids = [await submit(chat(prompt, "chat")) for prompt in prompts]
+    worker = start_worker(
+        "--drain",
+        WORKER_MODELS_FILE=models,
+        WORKER_CONCURRENCY="1",
+        **BY_NAME["openai"].env(sim.url),
+        **BY_NAME["azure"].env(sim.url),
+        **BY_NAME["gemini"].env(sim.url),
+    )
+    assert await worker.wait(30) == 0, worker.output
+    assert model_paths(worker.output) == {"chat": "lean", "gemini-3.5-flash": "lean"}
+
+    jobs = [await job(db, job_id) for job_id in ids]
+    for answered, prompt in zip(jobs, prompts, strict=True):
+        assert (answered.status, answered.attempts) == ("completed", 1), answered.error_message
+        assert answered.text == expected_answer(prompt)
+    openai_calls = [p for p in prompts if sim.requests(provider="openai", prompt=p)]
+    assert len(openai_calls) == 1, "the throttled deployment was called once, then cooled down"
+    (first,) = openai_calls
+    assert [job.response["provider"] for job in jobs] == [
+        "gemini" if prompt == first else "azure" for prompt in prompts
+    ]
+    cooled = log_events(worker.output, "deployment_cooled_down")
+    assert [(event["deployment"], event["status"]) for event in cooled] == [("chat#0", 429)]
+    assert '"provider_retry"' not in worker.output
+
+
+async def test_settings_only_litellm_applies_keep_a_model_on_the_routers_wrapper(
+    tmp_path: Path,
+    db: asyncpg.Connection,
+    submit: Any,
+    start_worker: StartWorker,
+    sim: Simulator,
+) -> None:
+    models = write_models(
+        tmp_path / "models.yaml",
+        [
+            ("headers", {**BY_NAME["openai"].params(sim.url), "extra_headers": {"X-Team": "a"}}),
+            ("gpt-4o-mini", BY_NAME["openai"].params(sim.url)),
+        ],
+    )
+    prompt = f"Through LiteLLM {uuid.uuid4().hex[:8]}"
+    job_id = await submit(chat(prompt, "headers"))
+    worker = start_worker("--drain", WORKER_MODELS_FILE=models, OPENAI_API_KEY=OPENAI_KEY)
+    assert await worker.wait(30) == 0, worker.output
+    paths = {event["model"]: event for event in log_events(worker.output, "model_path")}
+    assert (paths["headers"]["path"], paths["gpt-4o-mini"]["path"]) == ("router", "lean")
+    assert "extra_headers" in paths["headers"]["reason"]
+    answered = await job(db, job_id)
+    assert answered.status == "completed"
+    assert answered.text == expected_answer(prompt)
+    (request,) = sim.requests(provider="openai", prompt=prompt)
+    assert request.header("x-team") == "a"
 
 
 async def test_a_provider_at_its_limit_makes_its_jobs_wait_while_others_go_through(
@@ -660,3 +756,93 @@ def test_a_wrong_models_file_is_refused_with_a_clear_message(
     with pytest.raises(ModelsFileError) as refused:
         ModelCatalog.load(path)
     assert message in str(refused.value)
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}},
+    {"type": "function", "function": {"name": "clock", "parameters": {
+        "type": "object", "properties": {"tz": {"type": "string"}}}}},
+]  # fmt: skip
+
+
+async def test_rich_answers_on_every_providers_lean_reader(
+    tmp_path: Path,
+    db: asyncpg.Connection,
+    submit: Any,
+    start_worker: StartWorker,
+    sim: Simulator,
+) -> None:
+    """Reasoning, tool calls (parallel, interleaved where the format allows), refusals, a
+    content filter's stop and cached prompt tokens, from each provider's own wire format
+    through its lean reader to the row, byte for byte."""
+    entries = [(provider.model_name, provider.params(sim.url)) for provider in PROVIDERS]
+    env: dict[str, str] = {}
+    for provider in PROVIDERS:
+        env |= provider.env(sim.url)
+    tag = uuid.uuid4().hex[:8]
+    cases: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for provider in PROVIDERS:
+        # Gemini shows thoughts when asked for them (LiteLLM maps the effort to thinkingConfig).
+        effort = {"reasoning_effort": "low"} if provider.name == "gemini" else {}
+        cases |= {
+            (provider.name, "reasoning"): (
+                "[[sim tokens=4 reasoning=6 reasoning_style=reasoning_content]]", effort),
+            (provider.name, "tools"): ("[[sim tools=2 interleave=1]]", {"tools": TOOLS}),
+            (provider.name, "filtered"): ("[[sim tokens=8 filter_after=3]]", {}),
+            (provider.name, "cached"): ("[[sim tokens=3 cached=40]]", {}),
+        }  # fmt: skip
+        if provider.name in ("openai", "azure"):
+            cases[(provider.name, "refusal")] = ("[[sim tokens=4 refuse=1]]", {})
+    prompts = {key: f"Rich {key[0]} {key[1]} {tag} {d}" for key, (d, _) in cases.items()}
+    ids = {
+        key: await submit(chat(prompts[key], BY_NAME[key[0]].model_name, **options))
+        for key, (_, options) in cases.items()
+    }
+    models = write_models(tmp_path / "models.yaml", entries)
+    worker = start_worker("--drain", WORKER_MODELS_FILE=models, **WORKER_ENV, **env)
+    assert await worker.wait(45) == 1, worker.output  # the filtered jobs fail
+    assert set(model_paths(worker.output).values()) == {"lean"}
+
+    failures: dict[str, str] = {}
+    for (name, kind), job_id in ids.items():
+        try:
+            check_rich(name, kind, prompts[(name, kind)], await row(db, job_id),
+                       await job(db, job_id))  # fmt: skip
+        except (AssertionError, KeyError, TypeError, ValueError) as error:
+            failures[f"{name} {kind}"] = repr(error)[:400]
+    assert not failures, json.dumps(failures, indent=2, ensure_ascii=False)
+    assert "Traceback" not in worker.output
+
+
+def check_rich(provider: str, kind: str, prompt: str, record: Any, answered: Job) -> None:
+    """One rich job's row against what the simulator sent for it."""
+    message = answered.response.get("message") or {}
+    conversation = [{"role": "user", "content": prompt}]
+    if kind == "filtered":
+        assert (answered.status, answered.error_code) == ("failed", "content_filtered")
+        assert answered.text == "".join(answer_for(prompt, 8)[:3])
+        return
+    assert answered.status == "completed", answered.error_message
+    if kind == "reasoning":
+        assert record["reasoning_content"] == expected_reasoning(conversation, 6)
+        assert answered.text == expected_answer(prompt, 4)
+        if provider == "bedrock":
+            (block,) = message["thinking_blocks"]
+            assert block["thinking"] == record["reasoning_content"]
+            assert block["signature"] == thought_signature(conversation)
+    elif kind == "tools":
+        assert answered.response["finish_reason"] == "tool_calls"
+        expected = expected_tool_calls(conversation, TOOLS, provider=provider)
+        calls = message["tool_calls"]
+        named = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
+        assert named == [(e.name, json.loads(e.arguments)) for e in expected]
+        if provider != "gemini":  # Gemini sends no ids: the worker names its calls
+            assert [c["id"] for c in calls] == [e.id for e in expected]
+    elif kind == "cached":
+        assert answered.response["usage"]["cached_tokens"] == 40
+        assert answered.response["usage"]["prompt_tokens"] == prompt_tokens(prompt) + 40
+        assert isinstance(answered.response["cost_usd"], float)
+    else:
+        assert message["refusal"] == expected_answer(prompt, 4)
+        assert answered.text == message["refusal"]

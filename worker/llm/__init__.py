@@ -8,8 +8,12 @@ serves the models file. The worker owns only the bytes of the streams it reads i
 - `errors`: LiteLLM's and the providers' errors as the contract's codes, secrets masked;
 - `pricing`: token counts and cost;
 - `limits`: per-model parallel-stream slots;
-- `routed`: streaming through LiteLLM's Router and its stream wrapper;
-- `openai_sse`: the lean reader of OpenAI's wire format;
+- `lean`: the lean path: the Router picks and hears how each call went, fallbacks walked;
+- `lean_requests`: each provider's request as LiteLLM builds it, and which deployments qualify;
+- `transport`: the HTTP session, the POST and the SSE framing the readers share;
+- `openai_sse`, `gemini_sse`, `bedrock_events`: one lean reader per wire format;
+- `routed`: streaming through LiteLLM's Router and its stream wrapper (everything else);
+- `options`, `media`: which job options a provider takes, which media URLs may be fetched;
 - `completer`: the one object the job runner talks to.
 
 `target` and `events` do not import LiteLLM (its import takes seconds), so the core and its

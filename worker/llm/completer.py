@@ -16,9 +16,9 @@ from worker.jobs import JobRequest, Usage
 from worker.llm.catalog import ModelCatalog, ModelsFileError, provider_of
 from worker.llm.errors import ErrorMapper, Redactor
 from worker.llm.events import Answered, StreamEvent
+from worker.llm.lean import LeanStreams, lean_models
 from worker.llm.limits import ParallelLimits
 from worker.llm.media import MediaPolicy, providers_for
-from worker.llm.openai_sse import OpenAIStreams, lean_deployments
 from worker.llm.options import keep_supported
 from worker.llm.pricing import Pricing
 from worker.llm.routed import RoutedStreams
@@ -34,8 +34,10 @@ _dropped_logged: contextvars.ContextVar[int] = contextvars.ContextVar("dropped_l
 class Completer:
     """Puts the LLM edge's parts together for the models file; owns the HTTP sessions.
 
-    Every stream yields `Routed`, `TextDelta`s, then `Answered`; a stream that fails raises
-    a JobError (worker/errors.py), including one that ends without a finish reason.
+    Every stream yields `Routed`, the answer's deltas, then `Answered` (worker/llm/events.py);
+    a stream that fails raises a JobError (worker/errors.py), including one that ends without
+    a finish reason. Each model name streams on the lean path or through LiteLLM's Router
+    wrapper, decided at start and logged once (`model_path`).
     """
 
     def __init__(
@@ -48,9 +50,13 @@ class Completer:
             setattr(litellm, key, value)
         self._pricing = Pricing(catalog)  # before the Router: see Pricing
         self._errors = ErrorMapper(Redactor.for_models(catalog.model_list))
-        self._routed = RoutedStreams(catalog, _router(catalog), self._errors)
-        self._lean = lean_deployments(catalog)
-        self._openai = OpenAIStreams(self._errors)
+        router = _router(catalog)
+        self._routed = RoutedStreams(catalog, router, self._errors)
+        deployments, paths = lean_models(catalog)
+        for name, reason in paths.items():
+            log.info("model_path", model=name, path="router" if reason else "lean", reason=reason)
+        lean_names = frozenset(name for name, reason in paths.items() if not reason)
+        self._lean = LeanStreams(catalog, router, self._errors, deployments, lean_names)
         self._limits = ParallelLimits(catalog)
         for model_name, setting, variable in catalog.unset_variables():
             log.warning("model_setting_unset", model=model_name, setting=setting, variable=variable)
@@ -68,12 +74,17 @@ class Completer:
         if request.media_urls:  # most jobs name none: no provider lookups for them
             providers = providers_for(self._catalog, target)
             fetched = self._media.fetched(request.media_urls, providers)
-        lean = self._lean.get(target.model) if target.routed else None
-        if lean is None:
-            events = self._routed.stream(target, request)
-        else:
-            events = self._openai.stream(lean, target, request)
+        events = self._events(target, request)
         return self._resolved_first(fetched, events) if fetched else events
+
+    def _events(self, target: Target, request: JobRequest) -> AsyncIterator[StreamEvent]:
+        """The lean path where it serves the model and takes the job, else LiteLLM's wrapper."""
+        if self._lean.serves(target):
+            declined = self._lean.declines(target, request)
+            if declined is None:
+                return self._lean.stream(target, request)
+            log.info("lean_declined", reason=declined)
+        return self._routed.stream(target, request)
 
     def _supported(self, target: Target, request: JobRequest) -> JobRequest:
         """The request without the options its model's provider does not take."""
@@ -118,7 +129,7 @@ class Completer:
         return model, provider_of(model)
 
     async def aclose(self) -> None:
-        await self._openai.aclose()
+        await self._lean.aclose()
 
 
 def _router(catalog: ModelCatalog) -> Router:

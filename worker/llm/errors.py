@@ -174,6 +174,16 @@ class ErrorMapper:
         return mapped
 
 
+def provider_exception(
+    status: int, body: str, headers: Mapping[str, str], *, config: Any, provider: str
+) -> Exception:
+    """An error status as LiteLLM's typed exception for the provider (what the Router's own
+    failure bookkeeping reads: its type and status decide a cooldown)."""
+    raw = config.get_error_class(body, status, headers)
+    typed = _normalised(raw, provider)
+    return typed if isinstance(typed, Exception) else raw
+
+
 def _normalised(exc: BaseException, provider: str) -> BaseException:
     """A provider's raw error as LiteLLM's typed exception.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import litellm
+from litellm.types.utils import CompletionTokensDetailsWrapper, PromptTokensDetailsWrapper
 
 from worker.jobs import Usage
 from worker.llm.catalog import PRICE_KEYS, ModelCatalog
@@ -27,10 +28,11 @@ class Pricing:
     def cost_usd(
         self, target: Target, usage: Usage, *, answered: Answered | None = None
     ) -> float | None:
-        """`usage`'s price. In order: LiteLLM's own figure for the stream that answered, the
-        answering deployment's `model_info` prices, LiteLLM's price table for its model
-        string. Without an answer (a job that failed or was cancelled), the target's first
-        deployment's."""
+        """`usage`'s price, cached and reasoning tokens included. In order: LiteLLM's own figure
+        for the stream that answered, the answering deployment's `model_info` prices, LiteLLM's
+        price table for its model string, then for the model the provider reported (an Azure
+        deployment is named by its operator; the model behind it is priced). Without an answer
+        (a job that failed or was cancelled), the target's first deployment's."""
         if answered is not None and answered.cost_usd is not None:
             return answered.cost_usd
         model_id = None if answered is None else answered.model_id
@@ -39,22 +41,15 @@ class Pricing:
         entry = self._catalog.entry(model_id) if target.routed else None
         info: dict[str, Any] = {} if entry is None else entry["model_info"]
         if all(info.get(key) is not None for key in PRICE_KEYS):
-            prompt = usage.prompt_tokens * float(info["input_cost_per_token"])
-            completion = usage.completion_tokens * float(info["output_cost_per_token"])
-            return round(prompt + completion, 10)
+            return _priced_by(info, usage)
         model = self._catalog.deployment_model(target) if answered is None else answered.deployment
-        priced = self._priced[model] if model in self._priced else _in_price_table(model)
-        if not priced:
-            return None
-        try:
-            prompt, completion = litellm.cost_per_token(
-                model=model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-            )
-        except Exception:  # noqa: BLE001 (LiteLLM raises for models it has no price for)
-            return None
-        return round(float(prompt) + float(completion), 10)
+        candidates = [model]
+        if answered is not None and answered.provider and answered.model:
+            candidates.append(f"{answered.provider}/{answered.model}")
+        for candidate in candidates:
+            if self._priced[candidate] if candidate in self._priced else _in_price_table(candidate):
+                return _table_cost(candidate, usage)
+        return None
 
     def count_tokens(self, target: Target, messages: list[dict[str, Any]], answer: str) -> Usage:
         """An estimate for a provider that reported no usage (or a stream cut short)."""
@@ -65,6 +60,44 @@ class Pricing:
         except Exception:  # noqa: BLE001 (a count is an estimate; never fail a job over it)
             return Usage(prompt_tokens=0, completion_tokens=len(answer.split()))
         return Usage(prompt_tokens=int(prompt), completion_tokens=int(completion))
+
+
+def litellm_usage(usage: Usage) -> litellm.Usage:
+    """The worker's usage as LiteLLM's, details included: its cost function prices cached
+    prompt tokens at their own rate only when it sees them."""
+    return litellm.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        prompt_tokens_details=PromptTokensDetailsWrapper(cached_tokens=usage.cached_tokens)
+        if usage.cached_tokens is not None
+        else None,
+        completion_tokens_details=CompletionTokensDetailsWrapper(
+            reasoning_tokens=usage.reasoning_tokens
+        )
+        if usage.reasoning_tokens is not None
+        else None,
+    )
+
+
+def _table_cost(model: str, usage: Usage) -> float | None:
+    try:
+        prompt, completion = litellm.cost_per_token(model=model, usage_object=litellm_usage(usage))
+    except Exception:  # noqa: BLE001 (LiteLLM raises for models it has no price for)
+        return None
+    return round(float(prompt) + float(completion), 10)
+
+
+def _priced_by(info: dict[str, Any], usage: Usage) -> float:
+    """The models file's own prices; cached prompt tokens at `cache_read_input_token_cost`
+    where it gives one (LiteLLM's key), else at the input price."""
+    cached = usage.cached_tokens or 0
+    cached_price = info.get("cache_read_input_token_cost")
+    input_price = float(info["input_cost_per_token"])
+    prompt = (usage.prompt_tokens - cached) * input_price
+    prompt += cached * (input_price if cached_price is None else float(cached_price))
+    completion = usage.completion_tokens * float(info["output_cost_per_token"])
+    return round(prompt + completion, 10)
 
 
 def _in_price_table(model: str) -> bool:

@@ -1,13 +1,16 @@
 """Streaming through LiteLLM's Router (or `acompletion` for unlisted models) and its wrapper.
 
-The path for every deployment the lean reader does not take: other providers, several
-deployments, fallbacks, settings only LiteLLM knows.
+The path for every model the lean readers do not take (other providers, settings or router
+features only LiteLLM applies, jobs whose parts LiteLLM resolves over the network). It yields
+the same events as the lean readers, read from LiteLLM's chunk objects: `reasoning_content`,
+`thinking_blocks` (pieces merged into whole blocks), `tool_calls` fragments, `refusal`, text;
+the finish reason in the contract's words; usage with its reasoning and cached details.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import litellm
@@ -17,8 +20,17 @@ from worker.errors import JobError, ProviderError, StreamBroken
 from worker.jobs import JobRequest, Usage
 from worker.llm.catalog import ModelCatalog, provider_of
 from worker.llm.errors import ErrorMapper
-from worker.llm.events import Answered, Routed, StreamEvent, TextDelta
+from worker.llm.events import (
+    Answered,
+    ReasoningDelta,
+    RefusalDelta,
+    Routed,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+)
 from worker.llm.target import Target
+from worker.llm.transport import as_int, finish_reason
 
 
 @dataclass(slots=True)
@@ -31,6 +43,7 @@ class _Reported:
     finish_reason: str | None = None
     usage: Usage | None = None
     cost_usd: float | None = None
+    thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RoutedStreams:
@@ -56,12 +69,12 @@ class RoutedStreams:
             async for chunk in response:
                 _record(chunk, reported)
                 if chunk.choices:
-                    text = chunk.choices[0].delta.content
-                    if text:
-                        if not routed:
-                            routed = True
-                            yield Routed(reported.provider)
-                        yield TextDelta(text)
+                    events = _events(chunk.choices[0].delta, reported)
+                    if events and not routed:
+                        routed = True
+                        yield Routed(reported.provider)
+                    for event in events:
+                        yield event
         except JobError:
             raise
         except Exception as exc:  # noqa: BLE001 (every provider failure becomes a JobError)
@@ -99,7 +112,52 @@ class RoutedStreams:
             cost_usd=reported.cost_usd,
             deployment=deployment,
             model_id=reported.model_id,
+            thinking_blocks=tuple(reported.thinking_blocks),
         )
+
+
+def _events(delta: Any, reported: _Reported) -> list[StreamEvent]:
+    """What one LiteLLM delta carries, in the lean readers' order: reasoning, refusal, tool-call
+    fragments, text. Thinking blocks are gathered for the end."""
+    events: list[StreamEvent] = []
+    reasoning = getattr(delta, "reasoning_content", None)
+    if isinstance(reasoning, str) and reasoning:
+        events.append(ReasoningDelta(reasoning))
+    for block in getattr(delta, "thinking_blocks", None) or ():
+        _add_thinking(reported.thinking_blocks, dict(block))
+    refusal = getattr(delta, "refusal", None)
+    if isinstance(refusal, str) and refusal:
+        events.append(RefusalDelta(refusal))
+    for call in getattr(delta, "tool_calls", None) or ():
+        function = getattr(call, "function", None)
+        events.append(
+            ToolCallDelta(
+                index=int(getattr(call, "index", 0) or 0),
+                id=getattr(call, "id", None) or None,
+                name=getattr(function, "name", None) or None,
+                arguments=getattr(function, "arguments", None) or "",
+            )
+        )
+    text = delta.content
+    if text:
+        events.append(TextDelta(text))
+    return events
+
+
+def _add_thinking(blocks: list[dict[str, Any]], block: dict[str, Any]) -> None:
+    """LiteLLM streams a thinking block in pieces (text, then its signature): one block each."""
+    last = blocks[-1] if blocks else None
+    if (
+        block.get("type") == "thinking"
+        and last is not None
+        and last.get("type") == "thinking"
+        and not last.get("signature")
+    ):
+        last["thinking"] = (last.get("thinking") or "") + (block.get("thinking") or "")
+        if block.get("signature"):
+            last["signature"] = block["signature"]
+        return
+    blocks.append(block)
 
 
 def _record(chunk: Any, reported: _Reported) -> None:
@@ -112,12 +170,16 @@ def _record(chunk: Any, reported: _Reported) -> None:
         reported.provider = hidden.get("custom_llm_provider") or reported.provider
         reported.model_id = hidden.get("model_id") or reported.model_id
         if chunk.choices[0].finish_reason:
-            reported.finish_reason = chunk.choices[0].finish_reason
+            reported.finish_reason = finish_reason(str(chunk.choices[0].finish_reason))
     usage = getattr(chunk, "usage", None)
     if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+        prompt_details = getattr(usage, "prompt_tokens_details", None)
+        completion_details = getattr(usage, "completion_tokens_details", None)
         reported.usage = Usage(
             prompt_tokens=int(usage.prompt_tokens or 0),
             completion_tokens=int(usage.completion_tokens or 0),
+            reasoning_tokens=as_int(getattr(completion_details, "reasoning_tokens", None)),
+            cached_tokens=as_int(getattr(prompt_details, "cached_tokens", None)),
         )
         # LiteLLM reports 0.0 for a model it has no price for; a free model's 0.0 comes
         # back from the pricing's own lookup.
