@@ -70,3 +70,45 @@ async def test_a_job_claimed_and_ended_is_refused_with_its_status(
     finally:
         await store.close()
     assert refused == ClaimRefused(status=Status.COMPLETED)
+
+
+async def test_a_cancelled_job_whose_worker_died_unsettled_is_brought_level_with_its_deltas(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    died, alive = await insert_jobs(db, 2)
+    store = await JobStore.connect(database_url)
+    try:
+        claims = [
+            await store.claim(job, message_id=f"m-{job}", lease_s=30) for job in (died, alive)
+        ]
+        assert all(isinstance(claim, Claim) for claim in claims)
+        for job in (died, alive):
+            await db.execute(
+                "INSERT INTO ai_streaming_job_deltas (job_id, attempt, seq, content, reasoning)"
+                " VALUES ($1, 1, 1, 'Hel', 'hm'), ($1, 1, 2, 'lo', NULL)",
+                job,
+            )
+        # The app cancels both; one worker dies before it settles (its lease runs out).
+        await db.execute(
+            "UPDATE ai_streaming_jobs SET status = 'cancelled' WHERE id = ANY($1::uuid[])",
+            [died, alive],
+        )
+        await db.execute(
+            "UPDATE ai_streaming_jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1",
+            died,
+        )
+        # Their messages come back to another worker.
+        for job in (died, alive):
+            refused = await store.claim(job, message_id="again", lease_s=30)
+            assert isinstance(refused, ClaimRefused)
+            assert refused.status is Status.CANCELLED
+    finally:
+        await store.close()
+
+    settled = await db.fetchrow("SELECT * FROM ai_streaming_jobs WHERE id = $1", died)
+    assert (settled["partial_content"], settled["reasoning_content"]) == ("Hello", "hm")
+    assert settled["completed_at"] is not None
+    assert settled["content_seq"] == 2
+    # The live worker settles its own job (it may hold text the deltas do not yet have).
+    untouched = await db.fetchrow("SELECT * FROM ai_streaming_jobs WHERE id = $1", alive)
+    assert (untouched["partial_content"], untouched["completed_at"]) == ("", None)

@@ -26,16 +26,33 @@ claimed AS (
                AND (j.lease_expires_at < now() OR j.lease_token = b.restart)))
     RETURNING j.id, j.lease_token, j.attempts
 ),
--- A job the app cancelled before any worker ended it still gets its ending filled in.
+-- A job the app cancelled before any worker ended it still gets its ending filled in. One
+-- whose worker died before it settled (no completed_at yet) has its text brought level with
+-- its last attempt's deltas, once, as that worker would have; content_seq moves with it, so
+-- that a settle arriving late (its lease ran out meanwhile) appends nothing twice.
 settled AS (
     UPDATE ai_streaming_jobs j
     SET completed_at = coalesce(j.completed_at, now()),
         response_data = coalesce(j.response_data, jsonb_build_object(
             'model', NULL, 'provider', NULL, 'finish_reason', 'cancelled', 'usage', NULL,
-            'cost_usd', NULL, 'ttft_ms', NULL, 'duration_ms', NULL, 'attempts', j.attempts))
+            'cost_usd', NULL, 'ttft_ms', NULL, 'duration_ms', NULL, 'attempts', j.attempts)),
+        partial_content = CASE WHEN j.completed_at IS NOT NULL THEN j.partial_content
+            ELSE coalesce((SELECT string_agg(d.content, '' ORDER BY d.seq)
+                           FROM ai_streaming_job_deltas d
+                           WHERE d.job_id = j.id AND d.attempt = j.attempts), '') END,
+        reasoning_content = CASE WHEN j.completed_at IS NOT NULL THEN j.reasoning_content
+            ELSE coalesce((SELECT string_agg(d.reasoning, '' ORDER BY d.seq)
+                           FROM ai_streaming_job_deltas d
+                           WHERE d.job_id = j.id AND d.attempt = j.attempts), '') END,
+        content_seq = CASE WHEN j.completed_at IS NOT NULL THEN j.content_seq
+            ELSE coalesce((SELECT max(d.seq) FROM ai_streaming_job_deltas d
+                           WHERE d.job_id = j.id AND d.attempt = j.attempts), 0) END,
+        lease_expires_at = NULL
     FROM batch b
     WHERE j.id = b.id AND j.status = 'cancelled'
       AND (j.completed_at IS NULL OR j.response_data IS NULL)
+      -- A live worker settles its own job (with text not yet in the deltas).
+      AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 )
 SELECT c.attempts AS claimed_attempts, j.lease_token = b.lease AS ours, j.attempts,
        j.status, j.request_data::text, j.lease_message_id,

@@ -8,6 +8,7 @@ from `worker/postgres.py`, the PostgreSQL edge; the app-side queries live with t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -126,6 +127,7 @@ class JobStore:
         self._pool = pool
         self._dsn = dsn
         self._writer_conn: Connection | None = None
+        self._writer_lock = asyncio.Lock()
         self._claims: Batcher[_ClaimRequest, Claim | ClaimRefused] = Batcher(
             self._claim_batch,
             max_size=_CLAIM_BATCH,
@@ -304,15 +306,19 @@ class JobStore:
         Dedicated rather than pooled: a pool runs four reset statements on every release,
         which would be four extra round trips on every flush.
         """
-        try:
-            if self._writer_conn is None or self._writer_conn.is_closed():
-                self._writer_conn = await connect(self._dsn, timeout_s=CONNECT_TIMEOUT_S)
-            yield self._writer_conn
-        except CONNECTION_ERRORS as exc:
-            conn, self._writer_conn = self._writer_conn, None
-            if conn is not None:
-                conn.terminate()
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        # One statement at a time: a cancelled job's settling and a flush would otherwise meet
+        # on the one connection ("another operation is in progress"), and the error handling
+        # below would close it under the other statement.
+        async with self._writer_lock:
+            try:
+                if self._writer_conn is None or self._writer_conn.is_closed():
+                    self._writer_conn = await connect(self._dsn, timeout_s=CONNECT_TIMEOUT_S)
+                yield self._writer_conn
+            except CONNECTION_ERRORS as exc:
+                conn, self._writer_conn = self._writer_conn, None
+                if conn is not None:
+                    conn.terminate()
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _claim_retries() -> AsyncRetrying:
