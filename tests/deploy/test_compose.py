@@ -106,8 +106,9 @@ def stack() -> Iterator[Stack]:
     started = time.monotonic()
     try:
         # `up` itself waits for each service's dependencies to be healthy (or, for migrate,
-        # to have exited 0) before it starts the next.
-        stack.compose("up", "-d", "worker", "prometheus", timeout_s=900)
+        # to have exited 0) before it starts the next. `--build`: an image left by an earlier
+        # run would otherwise be reused as it is, the code in it older than this checkout's.
+        stack.compose("up", "-d", "--build", "worker", "prometheus", timeout_s=900)
         up_s = round(time.monotonic() - started, 1)
         print(f"\ncompose_up {json.dumps({'project': stack.project, 'up_s': up_s})}")
         yield stack
