@@ -117,17 +117,10 @@ class Progress:
 
     def parts(self) -> list[dict[str, Any]]:
         """The same answer as AI SDK UI message parts, in the order produced."""
-        text, reasoning = self.text.getvalue(), self.reasoning.getvalue()
-        ends = {"text": len(text), "reasoning": len(reasoning)}
-        starts: dict[str, list[int]] = {"text": [], "reasoning": []}
-        for kind, at in self._runs:
-            if kind != "tool":
-                starts[kind].append(at)
-        nexts = {kind: [*positions[1:], ends[kind]] for kind, positions in starts.items()}
-        seen = {"text": 0, "reasoning": 0}
+        sources = {"text": self.text.getvalue(), "reasoning": self.reasoning.getvalue()}
         calls = dict(self._finished_calls_by_index())
         parts: list[dict[str, Any]] = []
-        for kind, at in self._runs:
+        for index, (kind, at) in enumerate(self._runs):
             if kind == "tool":
                 call, arguments = calls[at]
                 parts.append(
@@ -139,9 +132,10 @@ class Progress:
                     }
                 )
                 continue
-            end = nexts[kind][seen[kind]]
-            seen[kind] += 1
-            source = text if kind == "text" else reasoning
+            # A run of text (or reasoning) lasts until the next run of its kind starts.
+            source = sources[kind]
+            later = (start for other, start in self._runs[index + 1 :] if other == kind)
+            end = next(later, len(source))
             if end > at:
                 parts.append({"type": kind, "text": source[at:end]})
         return parts

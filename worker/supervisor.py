@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -257,22 +257,18 @@ class Supervisor:
         structlog.contextvars.bind_contextvars(job_id=str(claim.job_id), message_id=None)
         metrics.JOBS_TAKEN_OVER.inc()
         log.info("job_taken_over", attempt=claim.attempt)
-        try:
-            outcome = await self._runner.run(claim, message_id=None)
-            self.outcomes[self._ended(outcome)] += 1
-        except asyncio.CancelledError:
-            self.outcomes[Disposition.HANDED_BACK] += 1
-            metrics.JOBS_RELEASED.inc()
+
+        async def run() -> Disposition:
+            return self._ended(await self._runner.run(claim, message_id=None))
+
+        async def send_message() -> None:
             # It came by no message: the handed-back job needs one to be found again.
             try:
                 await self._queue.send(claim.job_id)
             except QueueUnavailable as error:
                 log.warning("message_send_failed", error=str(error))
-            log.info("job_released")
-            raise
-        except Exception:
-            self.outcomes[Disposition.CRASHED] += 1
-            log.exception("job_crashed")
+
+        await self._counted(run(), send_message)
 
     async def _finish_running(self) -> None:
         """Wait for running jobs; once stopping, only for the grace period, then hand back."""
@@ -293,16 +289,22 @@ class Supervisor:
             receive_count=delivery.receive_count,
             job_id=None if delivery.job_id is None else str(delivery.job_id),
         )
+        await self._counted(self._process(delivery), lambda: self._show_again(delivery, seconds=0))
+
+    async def _counted(
+        self, work: Awaitable[Disposition], hand_back: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Count what became of a job; cancelled (a shutdown), `hand_back` lets it be found
+        again. A bug must not take the daemon down: the job comes back for another try."""
         try:
-            self.outcomes[await self._process(delivery)] += 1
+            self.outcomes[await work] += 1
         except asyncio.CancelledError:
             self.outcomes[Disposition.HANDED_BACK] += 1
             metrics.JOBS_RELEASED.inc()
-            await self._show_again(delivery, seconds=0)
+            await hand_back()
             log.info("job_released")
             raise
         except Exception:
-            # A bug must not take the daemon down; the message comes back for another try.
             self.outcomes[Disposition.CRASHED] += 1
             log.exception("job_crashed")
 
