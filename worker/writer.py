@@ -30,9 +30,9 @@ T = TypeVar("T")
 # How often a job without new text is looked at anyway (contract: cancel noticed within 2 s).
 IDLE_CHECK_S = 1.0
 # A job's first text is flushed this soon after it arrives (gathering other jobs' first text
-# meanwhile), and such early flushes are at least this far apart: at most 20 a second.
+# meanwhile), and such early flushes are at least this far apart: at most 10 a second.
 FIRST_TEXT_COALESCE_S = 0.005
-FIRST_TEXT_GAP_S = 0.05
+FIRST_TEXT_GAP_S = 0.1
 
 
 class JobStopped(Exception):
@@ -197,13 +197,14 @@ class StreamWriter:
         self._closing = False
         self._stopped = False
         self._early = False
+        self._full = False
         self._flushed_at = 0.0
 
     def open(self, claim: Claim) -> JobBuffer:
         buffer = JobBuffer(
             claim=claim,
             max_chars=self._max_chars,
-            wake_writer=self._wake.set,
+            wake_writer=self._buffer_full,
             first_text=self._first_text_arrived,
         )
         self._buffers[claim.lease] = buffer
@@ -248,10 +249,13 @@ class StreamWriter:
                     # once share their early flushes.
                     gap = self._flushed_at + FIRST_TEXT_GAP_S - loop.time()
                     await asyncio.sleep(max(FIRST_TEXT_COALESCE_S, gap))
-                self._early = False
+                # Before the beat, an early flush writes only the jobs' first text: the others'
+                # text keeps its beat, so that early flushes stay small.
+                first_only = self._early and not self._full and loop.time() < beat
+                self._early = self._full = False
                 closing = self._closing
                 self._flushed_at = loop.time()
-                await self.flush()
+                await self.flush(first_only=first_only and not closing)
                 if closing:
                     return
                 if loop.time() >= beat:  # only a beat moves the beat: early flushes are extra
@@ -267,14 +271,24 @@ class StreamWriter:
         self._closing = True
         self._wake.set()
 
+    def _buffer_full(self) -> None:
+        self._full = True
+        self._wake.set()
+
     def _first_text_arrived(self) -> None:
         self._early = True
         self._wake.set()
 
-    async def flush(self) -> None:
+    async def flush(self, *, first_only: bool = False) -> None:
         now = time.monotonic()
         batch = [
-            self._take(buffer, now) for buffer in self._buffers.values() if self._due(buffer, now)
+            self._take(buffer, now)
+            for buffer in self._buffers.values()
+            if (
+                buffer.seq == 0 and buffer.pending_chars > 0
+                if first_only
+                else self._due(buffer, now)
+            )
         ]
         if not batch:
             return
@@ -369,6 +383,11 @@ class StreamWriter:
             with attempt:
                 return await write()
         raise AssertionError("unreachable: retries until the store answers")
+
+
+def _first_text(buffer: JobBuffer) -> bool:
+    """The buffer holds its job's first text (or reasoning), not yet committed."""
+    return buffer.seq == 0 and buffer.pending_chars > 0
 
 
 def _log_store_retry(state: RetryCallState) -> None:

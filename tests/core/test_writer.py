@@ -226,7 +226,7 @@ async def test_a_stopped_writer_releases_every_job_waiting_for_its_commit() -> N
         await sink.finish(sink.open(claim_for(uuid.uuid4())), Outcome(Ending.COMPLETED))
 
 
-async def test_a_jobs_first_words_are_flushed_at_once_taking_the_others_text_along() -> None:
+async def test_a_jobs_first_words_are_flushed_at_once_the_others_text_keeps_its_beat() -> None:
     store = FakeFlushes()
     sink = writer(store, interval_s=3600)  # the beat never comes during this test
     running = asyncio.create_task(sink.run())
@@ -237,12 +237,13 @@ async def test_a_jobs_first_words_are_flushed_at_once_taking_the_others_text_alo
     store.written.clear()
     first.append(" again")  # not a first token any more: it waits for the beat
     second = sink.open(claim_for(uuid.uuid4()))
-    second.append("Hi")  # another job's first words: flushed early, with the other's text
+    second.append("Hi")  # another job's first words: flushed early, on their own
     async with asyncio.timeout(1):
         await store.written.wait()
     sink.close()
     await running
     assert [[item.delta for item in batch] for batch in store.batches[:2]] == [
         ["Hello"],
-        [" again", "Hi"],
+        ["Hi"],
     ]
+    assert [item.delta for item in store.batches[-1]] == [" again"]  # written at close
