@@ -39,7 +39,7 @@ typecheck: install
 # Everything CI runs, with no skips: the tests install the tools they need (promtool,
 # Prometheus, docker-compose, a Docker engine) through scripts/.
 test: install tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3
 
 tools:
 	./scripts/install-tools

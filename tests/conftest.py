@@ -18,6 +18,7 @@ import asyncpg  # noqa: TID251 (tests read and write rows as the app and its cli
 import boto3
 import pytest
 import yaml
+from xdist.scheduler import LoadScopeScheduling
 
 from tests.support import Process, eventually, free_port, spawn, worker_command
 
@@ -308,3 +309,16 @@ def _wait_http(url: str, process: Process, timeout_s: float = 15) -> None:
             if process.popen.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"{url} did not come up:\n{process.output}") from None
             time.sleep(0.05)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling:
+    """`make test` runs the suite in several processes (pytest-xdist): the deployment tests
+    share one Docker engine and one image, so one process runs them all, in order, while the
+    others share out the rest test by test. (xdist_group marks are lost under pytest 9.2:
+    pytest-dev/pytest-xdist#1386.)"""
+    return DeploymentTestsTogether(config, log)
+
+
+class DeploymentTestsTogether(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+    def _split_scope(self, nodeid: str) -> str:
+        return "tests/deploy" if nodeid.startswith("tests/deploy/") else nodeid

@@ -10,7 +10,8 @@ from worker.errors import InvalidRequest
 from worker.jobs import parse_request
 from worker.queue import parse_body
 
-JOB_ID = uuid.uuid4()
+# Fixed, not random: every pytest-xdist process must collect the same test ids.
+JOB_ID = uuid.UUID("3c1db9c8-be6a-4984-950e-6bf4a69c5f79")
 IMAGE = "data:image/png;base64,AA"
 
 

@@ -46,6 +46,7 @@ def migrate(database_url: str) -> subprocess.CompletedProcess[str]:
         (f"postgresql://postgres:{SECRET}@127.0.0.1:port/jobs", 2, "port that is not a number"),
         (f"mysql://root:{SECRET}@127.0.0.1/jobs", 2, "must look like postgresql://"),
     ],
+    ids=["unreachable", "no-such-database", "bad-port", "not-postgres"],
 )
 def test_migrate_says_in_one_line_what_it_could_not_use(
     database_url: str, code: int, says: str
