@@ -11,6 +11,7 @@ from typing import Any
 from bench.parts import Parts, Sample
 from bench.processes import Child
 from bench.procfs import core_busy_share
+from bench.scrape import WorkerMetrics
 from bench.sim import answer_tokens, record_tag
 from bench.stats import (
     JobRow,
@@ -41,7 +42,7 @@ def worker_figures(
     wal_bytes: int | None,
     wal_profile: dict[str, Any],
     idle_pickups: list[float],
-    histograms: dict[str, Any],
+    scraped: WorkerMetrics,
     rows: list[JobRow],
     deltas: dict[str, list[tuple[int, float]]],
     records: list[dict[str, Any]],
@@ -153,7 +154,7 @@ def worker_figures(
         "first_text_lag_s": distribution(first_text_lags),
         # From the workers' own /metrics: how long a flush takes, and the lag they measure
         # (text received -> commit), as bucket bounds.
-        "worker_histograms": histograms,
+        "worker_histograms": scraped.histograms,
         # The simulator's own delays count in the lag (it is measured from the due time).
         "simulator_late_chunks_share": ratio(
             sum(int(r.get("late_chunks", 0)) for r in records), chunks, 4
@@ -164,6 +165,13 @@ def worker_figures(
             "transactions": transactions,
             "per_s": ratio(transactions, active_s, 1),
             "per_job": ratio(transactions, cfg.jobs, 1),
+            # Early flushes carry only jobs' first text, ahead of the beat; without them the
+            # worker would run the statements it ran before they existed.
+            "early_flushes": scraped.early_flushes,
+            "early_flushes_per_s": ratio(scraped.early_flushes, active_s, 1),
+            "vs_without_early_flushes": ratio(
+                transactions, transactions - scraped.early_flushes, 2
+            ),
             "backend_cpu_s": round(backend_cpu, 2),
             "backend_cpu_us_per_chunk": per_chunk(backend_cpu),
             # WAL is cluster-wide: others' writes in the same window would be counted.

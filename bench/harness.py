@@ -51,7 +51,7 @@ from bench.procfs import (
 )
 from bench.providers import models_document
 from bench.report import report
-from bench.scrape import worker_histograms
+from bench.scrape import worker_metrics
 from bench.sim import simulator_command, simulator_records, simulator_url
 from bench.workerlog import WorkerLog, started
 from bench.workload import PICKUP_PROBES, insert_jobs
@@ -204,7 +204,7 @@ async def worker_phase(parts: Parts) -> dict[str, Any]:
                 parts, workers=workers, logs=logs, queue=q, job_ids=job_ids, sent=sent
             )
         peak = [status_kib(w.pid, "VmHWM") for w in workers]
-        histograms = await worker_histograms(metrics_ports)
+        scraped = await worker_metrics(metrics_ports)
         note(
             "every job has ended; stopping the worker(s)"
             if run.finished
@@ -250,7 +250,7 @@ async def worker_phase(parts: Parts) -> dict[str, Any]:
         wal_bytes=wal_bytes,
         wal_profile=wal_profile,
         idle_pickups=idle_pickups,
-        histograms=histograms,
+        scraped=scraped,
         rows=rows,
         deltas=deltas,
         records=records,

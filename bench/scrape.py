@@ -1,9 +1,10 @@
-"""The workers' own flush and lag histograms, read from their `/metrics` pages."""
+"""The workers' own flush and lag histograms and counters, read from their `/metrics` pages."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -16,10 +17,18 @@ _HISTOGRAMS = {
     "flush_jobs": "streaming_worker_db_flush_rows",
     "visibility_lag_s": "streaming_worker_visibility_lag_seconds",
 }
+_EARLY_FLUSHES = "streaming_worker_db_early_flushes_total"
 
 
-async def worker_histograms(ports: Sequence[int]) -> dict[str, Any]:
-    """p50/p99 (bucket upper bounds) and mean of the workers' flush and lag histograms."""
+@dataclass(frozen=True)
+class WorkerMetrics:
+    histograms: dict[str, Any]
+    early_flushes: int
+
+
+async def worker_metrics(ports: Sequence[int]) -> WorkerMetrics:
+    """p50/p99 (bucket upper bounds) and mean of the workers' flush and lag histograms, and
+    their early flushes, summed over the workers."""
     text = ""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         for port in ports:
@@ -48,4 +57,4 @@ async def worker_histograms(ports: Sequence[int]) -> dict[str, Any]:
             "mean": round(sums[(f"{name}_sum", None)] / count, 4),
             **{f"p{q}": next(le for le, n in buckets if n >= count * q / 100) for q in (50, 99)},
         }
-    return figures
+    return WorkerMetrics(histograms=figures, early_flushes=int(sums.get((_EARLY_FLUSHES, None), 0)))

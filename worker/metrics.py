@@ -135,6 +135,11 @@ FLUSH_ROWS = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
     registry=REGISTRY,
 )
+EARLY_FLUSHES = Counter(
+    _P + "db_early_flushes_total",
+    "Flushes ahead of the beat that carried only jobs' first text (at most ten a second)",
+    registry=REGISTRY,
+)
 VISIBILITY_LAG = Histogram(
     _P + "visibility_lag_seconds",
     "Text arriving at the worker to the commit that makes it readable",

@@ -292,6 +292,8 @@ class StreamWriter:
         ]
         if not batch:
             return
+        if first_only:
+            metrics.EARLY_FLUSHES.inc()
         started = time.perf_counter()
         items = [taken.item for taken in batch]
         results = await self._retrying(
