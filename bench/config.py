@@ -64,8 +64,9 @@ class Config:
 
     @property
     def stream_s(self) -> float:
-        """How long one answer takes at the simulator's pace."""
-        return self.ttft_s + self.tokens / self.tps
+        """How long one answer takes at the simulator's pace (a rich one thinks first)."""
+        thinking_s = max(1, self.tokens // 5) / self.tps if self.rich else 0.0
+        return self.ttft_s + thinking_s + self.tokens / self.tps
 
     @property
     def waiting_limit(self) -> int:
@@ -91,7 +92,7 @@ def messages_for(phase: str, index: int, cfg: Config) -> list[dict[str, str]]:
     """A unique prompt (its own deterministic answer) carrying the simulator's pacing."""
     directive = f"[[sim tokens={cfg.tokens} tps={cfg.tps:g} ttft={cfg.ttft_s:g}]]"
     if cfg.rich:
-        reasoning = max(1, cfg.tokens // 5)
+        reasoning = max(1, cfg.tokens // 5)  # as stream_s counts it
         directive += (
             f" [[sim reasoning={reasoning} think_s={reasoning / cfg.tps:g} tools=2 tool_chunks=5"
             " interleave=1 reasoning_style=reasoning_content]]"

@@ -116,12 +116,16 @@ async def run_benchmark(cfg: Config) -> dict[str, Any]:
             cfg, run_dir, placement, admin, db_name, dsn, sim, sim_url, moto, sqs_url,
             queue_url, models_file,
         )  # fmt: skip
+        # The floor runs before the worker phase as well as after it: this machine's speed
+        # drifts, and the ratio is taken to the two floors' mean (report.py says how far apart).
+        floor_before = None if cfg.skip_baselines else await baseline_phase(parts, "floor")
         worker = await worker_phase(parts)
         import_litellm_s = await time_litellm_import(parts)
         baselines: dict[str, Any] = {}
-        if not cfg.skip_baselines:
+        if floor_before is not None:
             for kind in ("litellm", "floor"):
                 baselines[kind] = await baseline_phase(parts, kind)
+            baselines["floor_before_worker"] = floor_before
         server_version = await postgres.server_version(admin)
     return report(
         cfg,

@@ -20,6 +20,7 @@ SIM_CPU_WARN = 0.8
 FOREIGN_LOAD_WARN = 0.15
 SATURATED = 0.9
 STRETCHED = 1.15  # job duration over the simulator's pace
+FLOOR_DRIFT_WARN = 1.15  # the floor after the worker phase over the floor before it
 OTHER_DB_WARN = 100
 
 NOTES = [
@@ -51,6 +52,9 @@ NOTES = [
     "same simulator, streams, tokens and pace, uvloop; CPU from process_time() around the "
     "streams (imports excluded); LiteLLM out of the box (its aiohttp transport caps 500 "
     "connections per host)",
+    "worker_vs_floor: to the mean of the floor run before the worker phase "
+    "(floor_before_worker) and after it; floor_after_vs_before shows how far this machine's "
+    "speed drifted meanwhile",
     "PostgreSQL runs unpinned: its backends may use the worker's core (see core_busy_share)",
 ]
 
@@ -68,10 +72,15 @@ def report(
 ) -> dict[str, Any]:
     warnings = _warnings(cfg, placement=placement, worker=worker, baselines=baselines)
     worker_us = worker["cpu_us_per_chunk"]["ready_to_done"]
-    ratios = {
+    ratios: dict[str, float | None] = {
         f"worker_vs_{kind}": ratio(worker_us, result.get("cpu_us_per_chunk"))
         for kind, result in baselines.items()
+        if kind != "floor_before_worker"
     }
+    floors = _floors(baselines)
+    if floors is not None:
+        ratios["worker_vs_floor"] = ratio(worker_us, sum(floors) / 2)
+        ratios["floor_after_vs_before"] = ratio(floors[1], floors[0])
     return {
         "label": cfg.label,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -147,6 +156,15 @@ def _warnings(
             "during the run: the cluster-wide WAL figure includes their writes",
         ),
     ]
+    floors = _floors(baselines)
+    if floors is not None and not 1 / FLOOR_DRIFT_WARN <= floors[1] / floors[0] <= FLOOR_DRIFT_WARN:
+        checks.append(
+            (
+                True,
+                f"the floor took {floors[0]:g} µs per chunk before the worker phase and "
+                f"{floors[1]:g} after: the machine's speed drifted, ratios are suspect",
+            )
+        )
     warnings = [message for failed, message in checks if failed]
     for kind, result in baselines.items():
         if "error" in result or not result.get("complete", False):
@@ -159,6 +177,13 @@ def _warnings(
                 "lowers the cost per chunk a little)"
             )
     return warnings
+
+
+def _floors(baselines: dict[str, Any]) -> tuple[float, float] | None:
+    """The floor's µs per chunk before and after the worker phase, where both finished."""
+    before = baselines.get("floor_before_worker", {}).get("cpu_us_per_chunk")
+    after = baselines.get("floor", {}).get("cpu_us_per_chunk")
+    return None if before is None or after is None else (before, after)
 
 
 def _without_password(dsn: str) -> str:

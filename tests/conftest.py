@@ -312,13 +312,22 @@ def _wait_http(url: str, process: Process, timeout_s: float = 15) -> None:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling:
-    """`make test` runs the suite in several processes (pytest-xdist): the deployment tests
-    share one Docker engine and one image, so one process runs them all, in order, while the
-    others share out the rest test by test. (xdist_group marks are lost under pytest 9.2:
+    """`make test` runs the suite in several processes (pytest-xdist), each with its own
+    database, moto and simulator. Tests that share something costly run in one process, in
+    order: the compose tests (one stack), the other deployment tests (one image), and each
+    module of `tests/client` and `tests/simulator` (a module-scoped worker, the demos, a
+    simulator). The rest is shared out test by test. Groups go first (the scheduler orders
+    them by size). (xdist_group marks are lost under pytest 9.2:
     pytest-dev/pytest-xdist#1386.)"""
-    return DeploymentTestsTogether(config, log)
+    return SharedFixturesTogether(config, log)
 
 
-class DeploymentTestsTogether(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+class SharedFixturesTogether(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
     def _split_scope(self, nodeid: str) -> str:
-        return "tests/deploy" if nodeid.startswith("tests/deploy/") else nodeid
+        if nodeid.startswith("tests/deploy/test_compose.py"):
+            return "tests/deploy: the compose stack"
+        if nodeid.startswith("tests/deploy/"):
+            return "tests/deploy: the image"
+        if nodeid.startswith(("tests/client/", "tests/simulator/")):
+            return nodeid.split("::", 1)[0]
+        return nodeid

@@ -9,10 +9,12 @@ it instead of skipping them.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +34,20 @@ def _tool(name: str) -> str:
 
 
 def ensure_installed() -> None:
-    """`npm ci` once, and again whenever the lockfile changed since."""
+    """`npm ci` once, and again whenever the lockfile changed since; one pytest-xdist process
+    at a time (the others wait, then find it done)."""
     lock = SDK_DIR / "package-lock.json"
-    if _INSTALLED_LOCK.exists() and _INSTALLED_LOCK.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    subprocess.run(
-        [_tool("npm"), "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=SDK_DIR,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    with (Path(tempfile.gettempdir()) / "streaming-worker-npm-ci.lock").open("w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if _INSTALLED_LOCK.exists() and _INSTALLED_LOCK.stat().st_mtime >= lock.stat().st_mtime:
+            return
+        subprocess.run(
+            [_tool("npm"), "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=SDK_DIR,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
 
 
 @functools.cache

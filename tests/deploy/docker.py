@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.support import REPO
@@ -36,6 +40,17 @@ def script(name: str, timeout_s: float = 600) -> str:
     )
     assert result.returncode == 0, f"scripts/{name}:\n{result.stdout}\n{result.stderr}"
     return result.stdout.strip()
+
+
+@contextlib.contextmanager
+def one_build_at_a_time() -> Iterator[None]:
+    """Builds of the project's Dockerfile, one after another: the image and compose tests
+    run in two pytest-xdist processes, and two builds at once would each do all the work (the
+    legacy builder shares only layers that are finished); the second finds them cached."""
+    lock_path = Path(tempfile.gettempdir()) / "streaming-worker-docker-build.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def image_id(name: str) -> str | None:

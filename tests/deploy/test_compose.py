@@ -28,7 +28,7 @@ import boto3
 import pytest
 
 from simulator import answer_text
-from tests.deploy.docker import Container, drop_replaced, image_id, script
+from tests.deploy.docker import Container, drop_replaced, image_id, one_build_at_a_time, script
 from tests.support import REPO, eventually, free_port
 from tests.test_observability import get
 
@@ -105,10 +105,13 @@ def stack() -> Iterator[Stack]:
     previous = image_id(IMAGE)
     started = time.monotonic()
     try:
-        # `up` itself waits for each service's dependencies to be healthy (or, for migrate,
-        # to have exited 0) before it starts the next. `--build`: an image left by an earlier
-        # run would otherwise be reused as it is, the code in it older than this checkout's.
-        stack.compose("up", "-d", "--build", "worker", "prometheus", timeout_s=900)
+        # Built first: an image left by an earlier run would otherwise be reused as it is,
+        # the code in it older than this checkout's. `up` itself waits for each service's
+        # dependencies to be healthy (or, for migrate, to have exited 0) before it starts
+        # the next.
+        with one_build_at_a_time():
+            stack.compose("build", timeout_s=900)
+        stack.compose("up", "-d", "worker", "prometheus", timeout_s=900)
         up_s = round(time.monotonic() - started, 1)
         print(f"\ncompose_up {json.dumps({'project': stack.project, 'up_s': up_s})}")
         yield stack
