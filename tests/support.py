@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def one_at_a_time(name: str) -> Iterator[None]:
+    """Across pytest-xdist processes (and other runs on this machine): the holder of `name`
+    runs alone, the others wait for it, then usually find its work done."""
+    lock_path = Path(tempfile.gettempdir()) / f"streaming-worker-{name}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def free_port() -> int:

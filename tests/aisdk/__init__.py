@@ -9,14 +9,14 @@ it instead of skipping them.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from tests.support import one_at_a_time
 
 SDK_DIR = Path(__file__).resolve().parent
 ALIASES = ("ai5", "ai6", "ai7")
@@ -37,8 +37,7 @@ def ensure_installed() -> None:
     """`npm ci` once, and again whenever the lockfile changed since; one pytest-xdist process
     at a time (the others wait, then find it done)."""
     lock = SDK_DIR / "package-lock.json"
-    with (Path(tempfile.gettempdir()) / "streaming-worker-npm-ci.lock").open("w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
+    with one_at_a_time("npm-ci"):
         if _INSTALLED_LOCK.exists() and _INSTALLED_LOCK.stat().st_mtime >= lock.stat().st_mtime:
             return
         subprocess.run(

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from tests.support import REPO
+from tests.support import REPO, one_at_a_time
 
 
 def docker(*args: str, timeout_s: float = 120, check: bool = True) -> str:
@@ -42,15 +39,11 @@ def script(name: str, timeout_s: float = 600) -> str:
     return result.stdout.strip()
 
 
-@contextlib.contextmanager
-def one_build_at_a_time() -> Iterator[None]:
+def one_build_at_a_time() -> contextlib.AbstractContextManager[None]:
     """Builds of the project's Dockerfile, one after another: the image and compose tests
     run in two pytest-xdist processes, and two builds at once would each do all the work (the
     legacy builder shares only layers that are finished); the second finds them cached."""
-    lock_path = Path(tempfile.gettempdir()) / "streaming-worker-docker-build.lock"
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    return one_at_a_time("docker-build")
 
 
 def image_id(name: str) -> str | None:
